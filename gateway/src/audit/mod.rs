@@ -1,0 +1,2 @@
+//! The audit log: every access recorded durably before the response leaves,
+//! hash-chained and Merkle-checkpointed.

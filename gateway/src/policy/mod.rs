@@ -1,0 +1,1 @@
+//! Field-level sharing policies: files, compiled plans, decisions.

@@ -1,0 +1,1 @@
+//! The record store: canonical records, versioned, per dataset.

@@ -1,0 +1,130 @@
+//! The storage seam: SQLite (embedded default, WAL) and PostgreSQL behind one
+//! type.
+//!
+//! [`Database`] is an enum rather than a trait object: there are exactly two
+//! backends, each subsystem (client registry, records, grants, audit) writes
+//! its queries once per backend in its own module with
+//! `match db { Database::Sqlite(p) => …, Database::Postgres(p) => … }`, and the
+//! compiler checks that every query exists for both. Migrations live in
+//! `gateway/migrations/{sqlite,postgres}` and are applied at start-up.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// Errors of the storage layer. Their text is for logs, never for callers.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database URL {0:?} is neither a SQLite path nor a postgres:// URL")]
+    BadUrl(String),
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Which backend a [`Database`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection pool to one of the two backends. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Database {
+    /// Connects to `url`: `postgres://…` / `postgresql://…` for PostgreSQL;
+    /// `sqlite:PATH`, `sqlite://PATH` or a plain file path for SQLite (the file
+    /// is created if missing). Does not migrate; see [`Database::migrate`].
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StorageError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?.application_name("gateway");
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await?;
+            return Ok(Database::Postgres(pool));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() || path.contains("://") {
+            return Err(StorageError::BadUrl(url.to_owned()));
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk when it returns. The audit log's
+            // durability promise rests on this; group commit keeps it cheap.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-65536");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        Ok(Database::Sqlite(pool))
+    }
+
+    /// Applies the backend's migrations.
+    pub async fn migrate(&self) -> Result<(), StorageError> {
+        match self {
+            Database::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Database::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Connects and migrates.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StorageError> {
+        let db = Self::connect(url, max_connections).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Database::Sqlite(_) => Backend::Sqlite,
+            Database::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// A trivial round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        match self {
+            Database::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await?,
+            Database::Postgres(p) => {
+                sqlx::query("SELECT 1").execute(p).await?;
+                return Ok(());
+            }
+        };
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        match self {
+            Database::Sqlite(p) => p.close().await,
+            Database::Postgres(p) => p.close().await,
+        }
+    }
+}
