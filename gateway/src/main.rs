@@ -1,1 +1,214 @@
-fn main() {}
+//! The `gateway` binary: serve, demo, validate, pki.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gateway::config::Config;
+use gateway::identity::{DepartmentId, Role};
+use gateway::startup::Application;
+use tokio_util::sync::CancellationToken;
+
+/// The data-sharing gateway for low-income-population records.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a configuration file (then GATEWAY_* variables).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file; exit non-zero on any error.
+    Validate {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a working demo: dev PKI, SQLite, example policies and data.
+    Demo {
+        #[arg(long, default_value = "./demo-data")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+    },
+    /// The development PKI.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create a CA, a server certificate, an empty CRL and registry.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a client certificate and register the client.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        department: DepartmentId,
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        region: adapters::domain::RegionCode,
+    },
+    /// Revoke a client's certificate (adds it to crl.pem).
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        client: String,
+    },
+}
+
+/// Exit code for a bad configuration (EX_CONFIG).
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(EX_CONFIG)
+            }
+        },
+        Command::Pki { command } => match pki(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            run(config, None)
+        }
+        Command::Demo { dir, listen } => {
+            let repo = gateway::demo::find_repo();
+            let config = match gateway::demo::prepare(&dir, listen, &repo) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: preparing the demo: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            run(config, Some(dir))
+        }
+    }
+}
+
+fn pki(command: PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Init { dir } => {
+            if gateway::pki::init(&dir)? {
+                println!("created CA and server certificate in {}", dir.display());
+            } else {
+                println!("{} already holds a CA; nothing changed", dir.display());
+            }
+        }
+        PkiCommand::Issue {
+            dir,
+            client,
+            department,
+            role,
+            region,
+        } => {
+            gateway::pki::issue(
+                &dir,
+                &gateway::pki::ClientSpec {
+                    name: client.clone(),
+                    department,
+                    role,
+                    region,
+                    not_before: None,
+                    not_after: None,
+                },
+            )?;
+            println!(
+                "issued {0}/{1}.crt and {0}/{1}.key; registered in {0}/clients.toml",
+                dir.display(),
+                client
+            );
+        }
+        PkiCommand::Revoke { dir, client } => {
+            gateway::pki::revoke(&dir, &client)?;
+            println!(
+                "revoked {client}; {}/crl.pem updated (a running gateway reloads it on SIGHUP or within reload_interval_secs)",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run(config: Config, demo_dir: Option<PathBuf>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let _telemetry = match gateway::telemetry::init(&config.telemetry) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: telemetry: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let app = match Application::build(config).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "start-up failed");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = app.local_addr();
+        tracing::info!(%addr, "listening (mutual TLS)");
+        if let Some(dir) = demo_dir {
+            println!("\nThe gateway demo is listening on https://{addr} (Ctrl-C to stop).\n");
+            for line in gateway::demo::curl_lines(&dir, addr) {
+                println!("{line}");
+            }
+            println!();
+        }
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            gateway::server::shutdown_signal().await;
+            tracing::info!("shutdown signal received; draining");
+            trigger.cancel();
+        });
+        match app.run(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,11 +1,7 @@
--- Client registry: which certificate subject (client id) is which department,
--- role and region. Operators manage it with `gateway pki issue` or the admin API.
-CREATE TABLE clients (
-    client_id   TEXT PRIMARY KEY NOT NULL,
-    department  TEXT NOT NULL,
-    role        TEXT NOT NULL CHECK (role IN ('system', 'admin', 'auditor')),
-    region      TEXT NOT NULL,
-    fingerprint TEXT,
-    enabled     BOOLEAN NOT NULL DEFAULT TRUE,
-    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+-- Gateway instances that have used this database (several instances may
+-- share one PostgreSQL; each keeps its own audit chain under its id).
+CREATE TABLE gateway_instances (
+    instance_id TEXT PRIMARY KEY NOT NULL,
+    first_start BIGINT NOT NULL,
+    last_start  BIGINT NOT NULL
 );

@@ -120,6 +120,23 @@ impl Database {
         Ok(())
     }
 
+    /// Records that instance `id` started (first and last start times).
+    pub async fn register_instance(&self, id: &str) -> Result<(), StorageError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+        let sql = "INSERT INTO gateway_instances (instance_id, first_start, last_start) \
+                   VALUES ($1, $2, $2) \
+                   ON CONFLICT (instance_id) DO UPDATE SET last_start = excluded.last_start";
+        match self {
+            Database::Sqlite(p) => {
+                sqlx::query(sql).bind(id).bind(now).execute(p).await?;
+            }
+            Database::Postgres(p) => {
+                sqlx::query(sql).bind(id).bind(now).execute(p).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         match self {

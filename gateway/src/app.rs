@@ -1,0 +1,256 @@
+//! Application state, the router and the edge middleware.
+//!
+//! The request path, top to bottom (each step a named function with its own
+//! span; see the crate docs for the whole flow):
+//!
+//! 1. [`crate::server`]: TLS handshake, client certificate verified against
+//!    the CA bundle and CRL, parsed once per connection ([`ConnInfo`]).
+//! 2. [`observe`]: span and metrics for every request.
+//! 3. [`authenticate`]: certificate subject → registered [`Caller`], or 403.
+//! 4. [`rate_limit`]: per-client quota, or 429 with `Retry-After`.
+//! 5. [`limit_body`]: declared body size over the limit → 413.
+//! 6. the handler, whose signature declares the role it requires.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::error::{ApiError, InternalErrorDetail};
+use crate::extract::{Admin, Require};
+use crate::identity::{Caller, PeerCertificate};
+use crate::ratelimit::CheckRate;
+use crate::registry::RegistryHandle;
+use crate::storage::Database;
+use crate::telemetry::Metrics;
+use crate::tls::TlsReloader;
+
+/// What the TLS edge learned about a connection; inserted into every
+/// request's extensions by the server.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The verified client certificate (always present: client
+    /// certificates are mandatory), parsed once per connection.
+    pub certificate: Option<PeerCertificate>,
+}
+
+/// Shared state. Cheap to clone: every field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configuration, immutable after start-up.
+    pub config: Arc<Config>,
+    /// The database pool (pools are internally shared).
+    pub db: Database,
+    /// The client registry; swapped atomically on reload.
+    pub registry: Arc<RegistryHandle>,
+    /// TLS material; swapped atomically on reload.
+    pub tls: Arc<TlsReloader>,
+    /// Rate limiters; shared so every connection draws from the same buckets.
+    pub rate_limits: Arc<dyn CheckRate>,
+    /// Metrics collectors (internally shared).
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Reloads the TLS material and the client registry. Each keeps its
+    /// previous version if the new one is invalid; the errors are returned.
+    pub fn reload(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.tls.reload() {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = self.registry.reload() {
+            errors.push(e.to_string());
+        }
+        if errors.is_empty() {
+            tracing::info!("reloaded TLS material and client registry");
+        } else {
+            for e in &errors {
+                tracing::error!(error = %e, "reload failed; previous material stays in force");
+            }
+        }
+        errors
+    }
+}
+
+/// The full router with the edge middleware.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/whoami", get(whoami))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/admin/clients", get(list_clients));
+    api.fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), limit_body))
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Span and metrics for every request, and the one place internal errors
+/// are logged. Routes are recorded by template, never by concrete path
+/// (paths may hold ID numbers).
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        route = %route,
+        client = tracing::field::Empty,
+        department = tracing::field::Empty,
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    );
+    let timeout = Duration::from_secs(state.config.limits.request_timeout_secs);
+    let resp = async {
+        match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                ApiError::Unavailable("the request took too long and was cancelled").into_response()
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let status = resp.status();
+    let elapsed = started.elapsed();
+    span.record("status", status.as_u16());
+    span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+    if let Some(detail) = resp.extensions().get::<InternalErrorDetail>() {
+        span.in_scope(|| tracing::error!(error = %detail.0, "internal error"));
+    } else {
+        span.in_scope(|| tracing::debug!("request done"));
+    }
+    state
+        .metrics
+        .requests
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    state
+        .metrics
+        .latency
+        .with_label_values(&[route.as_str()])
+        .observe(elapsed.as_secs_f64());
+    resp
+}
+
+/// Resolves the caller from the connection's verified certificate and the
+/// client registry. Fails closed: no certificate or no registration → 403.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let cert = req
+        .extensions()
+        .get::<ConnInfo>()
+        .and_then(|c| c.certificate.as_ref());
+    let Some(caller) = cert.and_then(|c| state.registry.current().resolve(c)) else {
+        return ApiError::UnknownClient.into_response();
+    };
+    let span = tracing::Span::current();
+    span.record("client", caller.client_id.as_str());
+    span.record("department", caller.department.as_str());
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// Per-client quota, set per department.
+async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(caller) = req.extensions().get::<Caller>()
+        && let Err(retry_after_secs) = state.rate_limits.check(caller)
+    {
+        state
+            .metrics
+            .rate_limited
+            .with_label_values(&[caller.department.as_str()])
+            .inc();
+        return ApiError::RateLimited { retry_after_secs }.into_response();
+    }
+    next.run(req).await
+}
+
+/// Rejects a declared body over the limit before reading it, and caps
+/// streamed bodies (handlers map the cap's error to 413 too).
+async fn limit_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.config.limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::PayloadTooLarge { limit }.into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, limit));
+    next.run(Request::from_parts(parts, body)).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; see the OpenAPI description in docs/openapi.yaml".into())
+}
+
+/// `GET /v1/whoami`: the caller's identity as the gateway resolved it.
+async fn whoami(caller: Caller) -> impl IntoResponse {
+    axum::Json(json!({
+        "client_id": caller.client_id,
+        "department": caller.department,
+        "role": caller.role,
+        "region": caller.region,
+        "region_name": caller.region.name(),
+        "certificate": caller.certificate,
+    }))
+}
+
+/// `GET /healthz`: the process is alive.
+async fn healthz(_caller: Caller) -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the database answers and schemas and policies are loaded.
+async fn readyz(State(state): State<AppState>, _caller: Caller) -> Response {
+    let db_ok = state.db.ping().await.is_ok();
+    let body = json!({
+        "status": if db_ok { "ready" } else { "not_ready" },
+        "database": if db_ok { "ok" } else { "unreachable" },
+        "instance": state.config.instance_id,
+    });
+    let status = if db_ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<AppState>, _caller: Caller) -> Response {
+    let mut resp = state.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+/// `GET /v1/admin/clients`: the client registry (admins only).
+async fn list_clients(State(state): State<AppState>, _admin: Require<Admin>) -> Response {
+    let reg = state.registry.current();
+    axum::Json(json!({ "clients": reg.entries() })).into_response()
+}

@@ -1,0 +1,111 @@
+//! Building and running the application: testable start-up.
+//!
+//! [`Application::build`] loads everything the configuration names, binds
+//! the listener (port 0 picks a free port, which [`Application::local_addr`]
+//! reports) and returns without serving; [`Application::run`] serves until
+//! the shutdown token is cancelled, then drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{AppState, router};
+use crate::config::Config;
+use crate::ratelimit::{CheckRate, RateLimits};
+use crate::registry::RegistryHandle;
+use crate::storage::Database;
+use crate::telemetry::Metrics;
+use crate::tls::TlsReloader;
+
+/// A built, bound, not yet serving gateway.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the database (migrating it), loads TLS material, the client
+    /// registry, schemas and policies, and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, None).await
+    }
+
+    /// As [`Application::build`], with a rate limiter of the caller's choice
+    /// (tests pass one driven by a fake clock).
+    pub async fn build_with(
+        config: Config,
+        rate_limits: Option<Arc<dyn CheckRate>>,
+    ) -> anyhow::Result<Self> {
+        crate::tls::install_provider();
+        let db = Database::open(&config.database_url, config.database_max_connections)
+            .await
+            .context("opening the database")?;
+        let registry = Arc::new(
+            RegistryHandle::load(config.clients.file.clone())
+                .context("loading the client registry")?,
+        );
+        let tls = Arc::new(
+            TlsReloader::new(config.tls.clone(), vec![config.clients.file.clone()])
+                .context("loading TLS material")?,
+        );
+        db.register_instance(&config.instance_id)
+            .await
+            .context("registering this instance")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let state = AppState {
+            rate_limits: rate_limits
+                .unwrap_or_else(|| Arc::new(RateLimits::new(&config.rate_limit))),
+            config: Arc::new(config),
+            db,
+            registry,
+            tls,
+            metrics: Metrics::new(),
+        };
+        Ok(Application {
+            listener,
+            addr,
+            state,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (tests use it to trigger reloads).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains open connections
+    /// (at most 30 s) and closes the database.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application {
+            listener, state, ..
+        } = self;
+        let interval = Duration::from_secs(state.config.tls.reload_interval_secs);
+        let reloader = crate::server::spawn_reloader(state.clone(), interval, shutdown.clone());
+        let app = router(state.clone());
+        crate::server::serve(
+            listener,
+            state.clone(),
+            app,
+            None,
+            shutdown,
+            Duration::from_secs(30),
+        )
+        .await;
+        reloader.abort();
+        state.db.close().await;
+        Ok(())
+    }
+}
