@@ -568,7 +568,10 @@ impl Format {
                         Some(t) => match t.to_canonical.get(part) {
                             Some(c) => out.push(Value::String(c.clone())),
                             None => {
-                                return Err(format!("an element is not a code of table {}", t.name));
+                                return Err(format!(
+                                    "an element is not a code of table {}",
+                                    t.name
+                                ));
                             }
                         },
                         None => out.push(Value::String(part.to_owned())),

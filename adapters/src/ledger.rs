@@ -614,8 +614,7 @@ impl LedgerRecord {
     pub fn locate(&self, mut error: RecordError) -> RecordError {
         let mut pattern = String::new();
         let mut row = self.rows.0;
-        let mut tokens = error.path.split('/').skip(1).peekable();
-        while let Some(t) = tokens.next() {
+        for t in error.path.split('/').skip(1) {
             if let Ok(i) = t.parse::<usize>() {
                 pattern.push_str("[]");
                 if pattern == "members[]" {
@@ -733,7 +732,9 @@ impl<'m> LedgerReader<'m> {
             e.column = column;
             e
         };
-        let mut best: Option<(usize, u64, Vec<Option<usize>>, Vec<Cell>)> = None;
+        // (columns found, row number, cell index per column, header cells)
+        type Candidate = (usize, u64, Vec<Option<usize>>, Vec<Cell>);
+        let mut best: Option<Candidate> = None;
         let mut searched = 0;
         while searched < HEADER_SEARCH_ROWS {
             let Some(next) = rows.next_row() else { break };

@@ -188,7 +188,7 @@ pub fn records(seed: u64, persons: u64) -> impl Iterator<Item = SynthRecord> {
 }
 
 fn money(fen: u64) -> Value {
-    if fen % 100 == 0 {
+    if fen.is_multiple_of(100) {
         Value::Number((fen / 100).into())
     } else {
         Number::from_f64(fen as f64 / 100.0).map_or(Value::Null, Value::Number)

@@ -181,10 +181,7 @@ fn a_household_split_over_distant_rows_and_an_empty_key_are_errors() {
 
 #[test]
 fn validation_errors_are_placed_on_rows_and_columns() {
-    let csv = ledger_csv()
-        .replace(",1982/3/4,", ",2100/3/4,")
-        .replace(",低保边缘,", ",低保边缘,")
-        .replace(",1,1,0,", ",1,1,0.5,");
+    let csv = ledger_csv().replace(",1982/3/4,", ",2100/3/4,");
     let m = mapping();
     let d = catalogue()
         .dataset("assistance-enrolment")
