@@ -217,7 +217,7 @@ mod tests {
             IdNumber::parse_at(&fixed, TODAY),
             Err(IdNumberError::BirthDate(_))
         ));
-        let future = format!("44170220300101001");
+        let future = "44170220300101001".to_owned();
         let future = format!("{future}{}", check_character(future.as_bytes()));
         assert!(matches!(
             IdNumber::parse_at(&future, TODAY),
