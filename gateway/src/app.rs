@@ -20,7 +20,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tracing::Instrument;
 
@@ -30,6 +30,7 @@ use crate::extract::{Admin, Require};
 use crate::identity::{Caller, PeerCertificate};
 use crate::ratelimit::CheckRate;
 use crate::registry::RegistryHandle;
+use crate::routes;
 use crate::storage::Database;
 use crate::telemetry::Metrics;
 use crate::tls::TlsReloader;
@@ -60,6 +61,10 @@ pub struct AppState {
     pub rate_limits: Arc<dyn CheckRate>,
     /// Metrics collectors (internally shared).
     pub metrics: Metrics,
+    /// The dataset catalogue: schemas compiled once at start-up.
+    pub catalogue: Arc<adapters::catalogue::Catalogue>,
+    /// The versioned record store (a handle on the pool).
+    pub records: crate::records::RecordStore,
 }
 
 impl AppState {
@@ -91,7 +96,19 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/admin/clients", get(list_clients));
+        .route("/v1/admin/clients", get(list_clients))
+        .route("/v1/schemas", get(routes::records::list_schemas))
+        .route("/v1/schemas/{dataset}", get(routes::records::get_schema))
+        .route("/v1/records/{dataset}", post(routes::records::publish))
+        .route(
+            "/v1/records/{dataset}/withdrawals",
+            post(routes::records::withdraw),
+        )
+        .route(
+            "/v1/records/{dataset}/history",
+            get(routes::records::history),
+        )
+        .route("/v1/imports/{dataset}", post(routes::records::import));
     api.fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit))

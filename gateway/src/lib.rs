@@ -41,6 +41,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod records;
 pub mod registry;
+pub mod routes;
 pub mod server;
 pub mod startup;
 pub mod storage;

@@ -45,6 +45,11 @@ impl Application {
         let db = Database::open(&config.database_url, config.database_max_connections)
             .await
             .context("opening the database")?;
+        let catalogue =
+            adapters::catalogue::Catalogue::load_dir(&config.schemas_dir).map_err(|errs| {
+                let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!("loading schemas:\n  {}", list.join("\n  "))
+            })?;
         let registry = Arc::new(
             RegistryHandle::load(config.clients.file.clone())
                 .context("loading the client registry")?,
@@ -64,10 +69,12 @@ impl Application {
             rate_limits: rate_limits
                 .unwrap_or_else(|| Arc::new(RateLimits::new(&config.rate_limit))),
             config: Arc::new(config),
-            db,
+            db: db.clone(),
             registry,
             tls,
             metrics: Metrics::new(),
+            catalogue: Arc::new(catalogue),
+            records: crate::records::RecordStore::new(db.clone()),
         };
         Ok(Application {
             listener,

@@ -1,0 +1,4 @@
+//! HTTP handlers by area. Each handler declares the role it requires in its
+//! signature (see [`crate::extract`]).
+
+pub mod records;

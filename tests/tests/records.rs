@@ -1,0 +1,212 @@
+//! Publishing records end to end over mTLS, on SQLite and PostgreSQL.
+
+use gateway_tests::{TestGateway, backends};
+use serde_json::{Value, json};
+
+const OWNERS: &[(&str, &str)] = &[
+    ("assistance-enrolment", "civil-affairs"),
+    ("monitoring-object", "rural-revitalization"),
+    ("student-aid", "education"),
+    ("medical-settlement", "health-insurance"),
+    ("housing-assistance", "housing"),
+];
+
+fn example(name: &str) -> Vec<u8> {
+    adapters::synth::example_files(7)
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no example {name}"))
+        .contents
+}
+
+async fn post(gw: &TestGateway, client: &str, path: &str, ct: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = gw
+        .client(client)
+        .post(gw.url(path))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn every_owner_publishes_canonical_native_and_csv_examples() {
+    for db in backends() {
+        let gw = TestGateway::start(&db).await;
+        for (dataset, owner) in OWNERS {
+            let (s, b) = post(
+                &gw,
+                owner,
+                &format!("/v1/records/{dataset}"),
+                "application/json",
+                example(&format!("{dataset}.canonical.json")),
+            )
+            .await;
+            assert_eq!(s, 200, "{dataset} canonical on {}: {b}", db.name());
+            assert_eq!(b["inserted"], 3, "{b}");
+            // The same records again in native format: nothing changes.
+            let (s, b) = post(
+                &gw,
+                owner,
+                &format!("/v1/records/{dataset}?format=native"),
+                "application/json",
+                example(&format!("{dataset}.native.json")),
+            )
+            .await;
+            assert_eq!(s, 200, "{dataset} native on {}: {b}", db.name());
+            assert_eq!(b["unchanged"], 3, "{dataset} native round trip: {b}");
+            let (s, b) = post(
+                &gw,
+                owner,
+                &format!("/v1/imports/{dataset}"),
+                "text/csv",
+                example(&format!("{dataset}.csv")),
+            )
+            .await;
+            assert_eq!(s, 200, "{dataset} csv on {}: {b}", db.name());
+            assert_eq!(b["records"], 3, "{b}");
+        }
+        gw.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn only_the_owner_publishes() {
+    let gw = TestGateway::start(&gateway_tests::TestDb::Sqlite).await;
+    let (s, b) = post(
+        &gw,
+        "education",
+        "/v1/records/assistance-enrolment",
+        "application/json",
+        example("assistance-enrolment.canonical.json"),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    let (s, _) = post(
+        &gw,
+        "admin",
+        "/v1/records/assistance-enrolment",
+        "application/json",
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(s, 403);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn failures_store_nothing_and_say_where() {
+    for db in backends() {
+        let gw = TestGateway::start(&db).await;
+        let mut records: Value =
+            serde_json::from_slice(&example("assistance-enrolment.canonical.json")).unwrap();
+        // Record 1 gets a bad ID number in its first member.
+        let members = records[1]["members"].as_array_mut().unwrap();
+        let id = members[0]["id_number"].as_str().unwrap().to_owned();
+        let last = if id.ends_with('1') { '2' } else { '1' };
+        members[0]["id_number"] = json!(format!("{}{last}", &id[..17]));
+        let body = serde_json::to_vec(&records).unwrap();
+        let (s, b) = post(
+            &gw,
+            "civil-affairs",
+            "/v1/records/assistance-enrolment",
+            "application/json",
+            body,
+        )
+        .await;
+        assert_eq!(s, 422, "{}: {b}", db.name());
+        let errors = b["error"]["errors"].as_array().unwrap();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["record"] == 1 && e["path"] == "/members/0/id_number"),
+            "{b}"
+        );
+        // Nothing of the good records was stored: publishing them now inserts.
+        let good = serde_json::to_vec(&json!([records[0].clone()])).unwrap();
+        let (s, b) = post(
+            &gw,
+            "civil-affairs",
+            "/v1/records/assistance-enrolment",
+            "application/json",
+            good,
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(b["inserted"], 1, "{b}");
+
+        let (s, b) = post(
+            &gw,
+            "civil-affairs",
+            "/v1/records/assistance-enrolment",
+            "application/json",
+            b"[{\"a\": ".to_vec(),
+        )
+        .await;
+        assert_eq!(s, 400);
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains("line 1"),
+            "{b}"
+        );
+        let (s, _) = post(
+            &gw,
+            "civil-affairs",
+            "/v1/records/no-such-dataset",
+            "application/json",
+            b"{}".to_vec(),
+        )
+        .await;
+        assert_eq!(s, 404);
+        let (s, _) = post(
+            &gw,
+            "civil-affairs",
+            "/v1/records/assistance-enrolment",
+            "text/plain",
+            b"{}".to_vec(),
+        )
+        .await;
+        assert_eq!(s, 415);
+        gw.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn ndjson_loads_are_atomic() {
+    for db in backends() {
+        let gw = TestGateway::start(&db).await;
+        let records: Vec<Value> =
+            serde_json::from_slice(&example("student-aid.canonical.json")).unwrap();
+        let mut nd = Vec::new();
+        for r in &records {
+            nd.extend(serde_json::to_vec(r).unwrap());
+            nd.push(b'\n');
+        }
+        let mut bad = nd.clone();
+        bad.extend(b"{not json}\n");
+        let (s, b) = post(
+            &gw,
+            "education",
+            "/v1/records/student-aid",
+            "application/x-ndjson",
+            bad,
+        )
+        .await;
+        assert_eq!(s, 422, "{b}");
+        assert_eq!(b["error"]["errors"][0]["record"], 3, "{b}");
+        let (s, b) = post(
+            &gw,
+            "education",
+            "/v1/records/student-aid",
+            "application/x-ndjson",
+            nd,
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["inserted"], 3, "{}: {b}", db.name());
+        gw.stop().await;
+    }
+}
