@@ -120,3 +120,74 @@ pub fn find_repo() -> PathBuf {
     }
     cwd
 }
+
+/// Persons the demo seeds.
+pub const DEMO_PERSONS: u64 = 3_000;
+
+/// Seeds the demo database once (marker: `DIR/sample-ids.txt`), and writes
+/// `DIR/examples/` with, per dataset, canonical, native and CSV examples
+/// that publish as they are.
+pub async fn populate(state: &crate::app::AppState, dir: &Path) -> anyhow::Result<()> {
+    let examples = dir.join("examples");
+    adapters::synth::write_examples(&examples, 20_261_128)
+        .with_context(|| format!("writing {}", examples.display()))?;
+    let marker = dir.join("sample-ids.txt");
+    if marker.exists() {
+        return Ok(());
+    }
+    let summary = crate::seed::seed(
+        &state.records,
+        &state.catalogue,
+        DEMO_PERSONS,
+        2021,
+        50,
+        |_| {},
+    )
+    .await?;
+    let mut text = summary.sample_ids.join("\n");
+    text.push('\n');
+    std::fs::write(&marker, text).with_context(|| format!("writing {}", marker.display()))?;
+    let total: u64 = summary.records.values().sum();
+    println!(
+        "seeded {} synthetic persons ({} records) into the demo database",
+        summary.persons, total
+    );
+    Ok(())
+}
+
+/// Curl lines publishing each example file.
+pub fn example_curl_lines(dir: &Path, addr: SocketAddr) -> Vec<String> {
+    let pki = dir.join("pki");
+    let ex = dir.join("examples");
+    let host = format!("localhost:{}", addr.port());
+    let owners = [
+        ("assistance-enrolment", "civil-affairs"),
+        ("monitoring-object", "rural-revitalization"),
+        ("student-aid", "education"),
+        ("medical-settlement", "health-insurance"),
+        ("housing-assistance", "housing"),
+    ];
+    let mut lines =
+        vec!["# Publish the examples (each owner publishes its own dataset)".to_owned()];
+    for (dataset, owner) in owners {
+        let base = format!(
+            "curl --cacert {ca} --cert {crt} --key {key}",
+            ca = pki.join("ca.crt").display(),
+            crt = pki.join(format!("{owner}.crt")).display(),
+            key = pki.join(format!("{owner}.key")).display(),
+        );
+        lines.push(format!(
+            "{base} -H 'content-type: application/json' --data-binary @{} https://{host}/v1/records/{dataset}",
+            ex.join(format!("{dataset}.canonical.json")).display()
+        ));
+        lines.push(format!(
+            "{base} -H 'content-type: application/json' --data-binary @{} 'https://{host}/v1/records/{dataset}?format=native'",
+            ex.join(format!("{dataset}.native.json")).display()
+        ));
+        lines.push(format!(
+            "{base} -H 'content-type: text/csv' --data-binary @{} https://{host}/v1/imports/{dataset}",
+            ex.join(format!("{dataset}.csv")).display()
+        ));
+    }
+    lines
+}

@@ -42,6 +42,7 @@ pub mod ratelimit;
 pub mod records;
 pub mod registry;
 pub mod routes;
+pub mod seed;
 pub mod server;
 pub mod startup;
 pub mod storage;

@@ -37,6 +37,20 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
     },
+    /// Write a synthetic population (fictitious persons) into the database.
+    Seed {
+        /// Configuration naming the database and schemas.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        persons: u64,
+        /// Random seed: the same seed gives the same population.
+        #[arg(long, default_value_t = 2021)]
+        seed: u64,
+        /// Also write this many ID numbers of persons on the roster here.
+        #[arg(long)]
+        sample_ids: Option<PathBuf>,
+    },
     /// The development PKI.
     Pki {
         #[command(subcommand)]
@@ -106,6 +120,27 @@ fn main() -> ExitCode {
             };
             run(config, None)
         }
+        Command::Seed {
+            config,
+            persons,
+            seed,
+            sample_ids,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            match seed_command(config, persons, seed, sample_ids) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo { dir, listen } => {
             let repo = gateway::demo::find_repo();
             let config = match gateway::demo::prepare(&dir, listen, &repo) {
@@ -118,6 +153,59 @@ fn main() -> ExitCode {
             run(config, Some(dir))
         }
     }
+}
+
+fn seed_command(
+    config: Config,
+    persons: u64,
+    seed: u64,
+    sample_ids: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let db = gateway::storage::Database::open(&config.database_url, 4).await?;
+        let catalogue =
+            adapters::catalogue::Catalogue::load_dir(&config.schemas_dir).map_err(|e| {
+                anyhow::anyhow!("loading schemas: {} error(s), first: {}", e.len(), e[0])
+            })?;
+        let store = gateway::records::RecordStore::new(db.clone());
+        let bar = indicatif::ProgressBar::new(persons);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} persons ({per_sec}, eta {eta})",
+            )?
+            .progress_chars("=> "),
+        );
+        let started = std::time::Instant::now();
+        let samples = if sample_ids.is_some() { 1_000 } else { 0 };
+        let summary = gateway::seed::seed(&store, &catalogue, persons, seed, samples, |n| {
+            bar.set_position(n)
+        })
+        .await?;
+        bar.finish();
+        let total: u64 = summary.records.values().sum();
+        println!(
+            "seeded {} persons, {} records in {:.1} s",
+            summary.persons,
+            total,
+            started.elapsed().as_secs_f64()
+        );
+        let mut per: Vec<_> = summary.records.iter().collect();
+        per.sort();
+        for (d, n) in per {
+            println!("  {d}: {n}");
+        }
+        if let Some(path) = sample_ids {
+            std::fs::write(&path, summary.sample_ids.join("\n") + "\n")?;
+            println!(
+                "wrote {} sample ID numbers to {}",
+                summary.sample_ids.len(),
+                path.display()
+            );
+        }
+        db.close().await;
+        Ok(())
+    })
 }
 
 fn pki(command: PkiCommand) -> anyhow::Result<()> {
@@ -190,8 +278,15 @@ fn run(config: Config, demo_dir: Option<PathBuf>) -> ExitCode {
         let addr = app.local_addr();
         tracing::info!(%addr, "listening (mutual TLS)");
         if let Some(dir) = demo_dir {
+            if let Err(e) = gateway::demo::populate(app.state(), &dir).await {
+                tracing::error!(error = %format!("{e:#}"), "seeding the demo failed");
+                return ExitCode::FAILURE;
+            }
             println!("\nThe gateway demo is listening on https://{addr} (Ctrl-C to stop).\n");
-            for line in gateway::demo::curl_lines(&dir, addr) {
+            for line in gateway::demo::curl_lines(&dir, addr)
+                .into_iter()
+                .chain(gateway::demo::example_curl_lines(&dir, addr))
+            {
                 println!("{line}");
             }
             println!();
