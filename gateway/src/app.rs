@@ -65,6 +65,8 @@ pub struct AppState {
     pub catalogue: Arc<adapters::catalogue::Catalogue>,
     /// The versioned record store (a handle on the pool).
     pub records: crate::records::RecordStore,
+    /// The sharing policies in force; swapped atomically on reload.
+    pub policies: Arc<crate::policy::PolicyHandle>,
 }
 
 impl AppState {
@@ -77,6 +79,13 @@ impl AppState {
         }
         if let Err(e) = self.registry.reload() {
             errors.push(e.to_string());
+        }
+        match self.policies.reload() {
+            Ok(r) if r.changed => {
+                tracing::info!(version = %r.version, previous = %r.previous, "policy set reloaded");
+            }
+            Ok(_) => {}
+            Err(errs) => errors.extend(errs.iter().map(ToString::to_string)),
         }
         if errors.is_empty() {
             tracing::info!("reloaded TLS material and client registry");
@@ -108,7 +117,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/records/{dataset}/history",
             get(routes::records::history),
         )
-        .route("/v1/imports/{dataset}", post(routes::records::import));
+        .route("/v1/imports/{dataset}", post(routes::records::import))
+        .route("/v1/persons/{id_number}", get(routes::persons::person))
+        .route("/v1/match", post(routes::persons::match_ids))
+        .route("/v1/policy/explain", post(routes::persons::explain));
     api.fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit))

@@ -36,6 +36,7 @@ pub mod error;
 pub mod extract;
 pub mod fsutil;
 pub mod identity;
+pub mod keys;
 pub mod pki;
 pub mod policy;
 pub mod ratelimit;

@@ -50,6 +50,24 @@ impl Application {
                 let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
                 anyhow::anyhow!("loading schemas:\n  {}", list.join("\n  "))
             })?;
+        let pseudonym_key = crate::policy::PseudonymKey::from_bytes(&crate::keys::load_or_create(
+            &config.audit.pseudonym_key,
+        )?)
+        .map_err(|e| anyhow::anyhow!("pseudonym key: {e}"))?;
+        let datasets = crate::policy::Datasets::load_dir(&config.schemas_dir).map_err(|errs| {
+            let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("reading schemas for policies:\n  {}", list.join("\n  "))
+        })?;
+        let (policies, warnings) =
+            crate::policy::PolicyHandle::load(&config.policies_dir, datasets, pseudonym_key)
+                .map_err(|errs| {
+                    let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                    anyhow::anyhow!("loading policies:\n  {}", list.join("\n  "))
+                })?;
+        for w in &warnings {
+            tracing::warn!(warning = %w, "policy set");
+        }
+        tracing::info!(version = %policies.version(), "policy set loaded");
         let registry = Arc::new(
             RegistryHandle::load(config.clients.file.clone())
                 .context("loading the client registry")?,
@@ -75,6 +93,7 @@ impl Application {
             metrics: Metrics::new(),
             catalogue: Arc::new(catalogue),
             records: crate::records::RecordStore::new(db.clone()),
+            policies: Arc::new(policies),
         };
         Ok(Application {
             listener,

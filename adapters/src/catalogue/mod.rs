@@ -38,6 +38,9 @@ pub(crate) use path::{Seg, parse_field_path, pointer_of, push_index, push_token}
 use rules::{CheckKind, Rule, check_leaf, rules_for};
 pub(crate) use rules::{check_money, id_message, parse_date};
 
+/// The schema of sharing-policy files, kept beside the dataset schemas.
+pub const POLICY_SCHEMA_FILE: &str = "policy.schema.json";
+
 /// One problem with one record: where (JSON pointer, and for ledgers the
 /// sheet, row and column) and what is wrong. The message never contains the
 /// submitted value.
@@ -281,7 +284,9 @@ impl Catalogue {
             if path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".schema.json"))
+                // policy.schema.json describes policy files (the gateway's
+                // policy module), not a dataset.
+                .is_some_and(|n| n.ends_with(".schema.json") && n != POLICY_SCHEMA_FILE)
             {
                 files.push(path);
             }

@@ -1,4 +1,5 @@
 //! HTTP handlers by area. Each handler declares the role it requires in its
 //! signature (see [`crate::extract`]).
 
+pub mod persons;
 pub mod records;

@@ -1,0 +1,476 @@
+//! Reading records through the sharing policies.
+//!
+//! - `GET /v1/persons/{id_number}`: the caller's view of one person across
+//!   every dataset its rules grant for the stated purpose.
+//! - `POST /v1/match`: the same for up to 100,000 ID numbers, one NDJSON line
+//!   per input, in input order, streamed.
+//! - `POST /v1/policy/explain`: the decision and each field's treatment.
+//!
+//! Every data request names its purpose in `X-Purpose`; purposes that need
+//! the family's authorisation (核对) also carry `X-Authorisation-Ref`.
+//!
+//! **403 versus 404.** A caller with no rule granting it any dataset for the
+//! purpose gets 403 before any lookup, whether or not the person exists, so
+//! it learns nothing. A caller with a grant gets 404 when no record it may
+//! see exists — which its grant already entitles it to know.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use adapters::domain::IdNumber;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::{Require, System};
+use crate::identity::{Caller, Role};
+use crate::policy::{AccessRequest, Decision, GrantSet, GrantStore, PolicySet, ReasonCode};
+use crate::records::StoredRecord;
+
+/// Most ID numbers in one match request.
+pub const MAX_MATCH_IDS: usize = 100_000;
+
+/// The purpose and authorisation reference of a data request.
+#[derive(Clone, Debug)]
+pub struct Purpose {
+    pub code: String,
+    pub authorisation: Option<String>,
+}
+
+/// Reads `X-Purpose` (required) and `X-Authorisation-Ref` (optional).
+pub fn purpose_of(headers: &HeaderMap, set: &PolicySet) -> Result<Purpose, ApiError> {
+    let code = headers
+        .get("x-purpose")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "missing_purpose",
+            message: "every data request names its purpose in the X-Purpose header".into(),
+            path: Some("X-Purpose".into()),
+        })?;
+    if set.purpose(code).is_none() {
+        let known: Vec<&str> = set.purposes().iter().map(|p| p.code.as_str()).collect();
+        return Err(ApiError::BadRequest {
+            code: "unknown_purpose",
+            message: format!("unknown purpose; known purposes: {}", known.join(", ")),
+            path: Some("X-Purpose".into()),
+        });
+    }
+    let authorisation = headers
+        .get("x-authorisation-ref")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned);
+    Ok(Purpose {
+        code: code.to_owned(),
+        authorisation,
+    })
+}
+
+/// The decisions for every dataset the caller's rules may grant for the
+/// purpose; only allowed ones are returned. Fails closed on a store error.
+pub async fn decisions_for(
+    state: &AppState,
+    set: &PolicySet,
+    caller: &Caller,
+    purpose: &Purpose,
+    now: OffsetDateTime,
+) -> Result<Vec<(String, Decision)>, ApiError> {
+    let grants = GrantStore::list_active(&state.db, caller.department.as_str(), now)
+        .await
+        .map_err(ApiError::internal)?;
+    let grants = GrantSet::new(grants);
+    let mut out = Vec::new();
+    let mut needs_authorisation = false;
+    for d in state.catalogue.datasets() {
+        let req = AccessRequest::for_caller(
+            caller,
+            d.id(),
+            &purpose.code,
+            purpose.authorisation.as_deref(),
+            now,
+            &grants,
+        );
+        let decision = set.decide(&req);
+        if decision.allowed {
+            out.push((d.id().to_owned(), decision));
+        } else if decision
+            .reasons
+            .iter()
+            .any(|r| r.code == ReasonCode::AuthorisationRequired)
+        {
+            needs_authorisation = true;
+        }
+    }
+    if out.is_empty() {
+        return Err(if needs_authorisation {
+            ApiError::Forbidden(
+                "this purpose needs the family's authorisation: send its reference in X-Authorisation-Ref"
+                    .into(),
+            )
+        } else {
+            ApiError::Forbidden(format!(
+                "no sharing policy grants department {} any dataset for purpose {}",
+                caller.department, purpose.code
+            ))
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+pub struct ViewQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+fn want_native(q: &ViewQuery) -> Result<bool, ApiError> {
+    match q.format.as_deref() {
+        None | Some("canonical") => Ok(false),
+        Some("native") => Ok(true),
+        Some(_) => Err(ApiError::BadRequest {
+            code: "bad_format",
+            message: "format must be canonical or native".into(),
+            path: Some("format".into()),
+        }),
+    }
+}
+
+/// One record as the caller may see it, or `None`.
+fn view(
+    caller: &Caller,
+    native: bool,
+    decisions: &[(String, Decision)],
+    rec: &StoredRecord,
+) -> Option<Value> {
+    let (_, decision) = decisions.iter().find(|(d, _)| *d == rec.dataset)?;
+    let mut record = decision.apply(&rec.payload)?;
+    let mut format = "canonical";
+    if native
+        && let Some(adapter) = adapters::adapter::for_department(caller.department.as_str())
+        && adapter.dataset() == rec.dataset
+    {
+        record = adapter.to_native(&record);
+        format = "native";
+    }
+    Some(json!({
+        "dataset": rec.dataset,
+        "version": rec.version,
+        "published_at": rec.published_at.unix_timestamp(),
+        "format": format,
+        "record": record,
+    }))
+}
+
+fn with_policy_version(mut resp: Response, set: &PolicySet) -> Response {
+    if let Ok(v) = HeaderValue::from_str(set.version()) {
+        resp.headers_mut().insert("x-policy-version", v);
+    }
+    resp
+}
+
+/// `GET /v1/persons/{id_number}`.
+pub async fn person(
+    State(state): State<AppState>,
+    caller: Require<System>,
+    Path(id): Path<String>,
+    Query(q): Query<ViewQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let set = state.policies.current();
+    let purpose = purpose_of(&headers, &set)?;
+    let native = want_native(&q)?;
+    let id = IdNumber::parse(&id).map_err(|e| ApiError::BadRequest {
+        code: "invalid_id_number",
+        message: format!("the ID number in the path is not valid: {e}"),
+        path: Some("id_number".into()),
+    })?;
+    let now = OffsetDateTime::now_utc();
+    let decisions = decisions_for(&state, &set, &caller, &purpose, now).await?;
+    let datasets: Vec<String> = decisions.iter().map(|(d, _)| d.clone()).collect();
+    let records = state
+        .records
+        .current_by_subject(&id, &datasets)
+        .await
+        .map_err(ApiError::internal)?;
+    let views: Vec<Value> = records
+        .iter()
+        .filter_map(|r| view(&caller, native, &decisions, r))
+        .collect();
+    if views.is_empty() {
+        return Err(ApiError::NotFound(
+            "no record of this person is visible to you for this purpose".into(),
+        ));
+    }
+    let body = json!({
+        "purpose": purpose.code,
+        "policy_version": set.version(),
+        "records": views,
+    });
+    Ok(with_policy_version(Json(body).into_response(), &set))
+}
+
+#[derive(Deserialize)]
+struct MatchBody {
+    ids: Vec<Value>,
+}
+
+/// `POST /v1/match`: `{"ids": [...]}` or NDJSON (one ID string per line).
+pub async fn match_ids(
+    State(state): State<AppState>,
+    caller: Require<System>,
+    Query(q): Query<ViewQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let set = state.policies.current();
+    let purpose = purpose_of(&headers, &set)?;
+    let native = want_native(&q)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let bytes = super::records::read_body(&state, body).await?;
+    let inputs: Vec<Value> = match ct.as_str() {
+        "application/json" => {
+            let b: MatchBody =
+                serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+                    code: "malformed_json",
+                    message: format!(
+                        "expected {{\"ids\": [..]}}; problem at line {}, column {}",
+                        e.line(),
+                        e.column()
+                    ),
+                    path: None,
+                })?;
+            b.ids
+        }
+        "application/x-ndjson" => {
+            let mut v = Vec::new();
+            for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                let line = line.trim_ascii();
+                if line.is_empty() {
+                    continue;
+                }
+                let item =
+                    serde_json::from_slice::<Value>(line).map_err(|_| ApiError::BadRequest {
+                        code: "malformed_json",
+                        message: format!("line {} is not a JSON string", i + 1),
+                        path: None,
+                    })?;
+                v.push(item);
+            }
+            v
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "content type {other:?}: use application/json or application/x-ndjson"
+            )));
+        }
+    };
+    drop(bytes);
+    if inputs.len() > MAX_MATCH_IDS {
+        return Err(ApiError::bad_request(
+            "too_many_ids",
+            format!(
+                "at most {MAX_MATCH_IDS} ID numbers per request, got {}",
+                inputs.len()
+            ),
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    let decisions = Arc::new(decisions_for(&state, &set, &caller, &purpose, now).await?);
+    // Parse every entry; invalid ones get their own line and do not fail
+    // the batch.
+    let mut valid = Vec::with_capacity(inputs.len());
+    let mut outcome: Vec<Option<String>> = Vec::with_capacity(inputs.len());
+    for v in &inputs {
+        match v.as_str().map(IdNumber::parse) {
+            Some(Ok(id)) => {
+                valid.push(id);
+                outcome.push(None);
+            }
+            Some(Err(e)) => outcome.push(Some(e.to_string())),
+            None => outcome.push(Some("expected an ID number as a string".into())),
+        }
+    }
+    drop(inputs);
+    let datasets: Vec<String> = decisions.iter().map(|(d, _)| d.clone()).collect();
+    let matches = state.records.match_subjects(valid, datasets);
+    let caller = caller.into_caller();
+    let version = set.version().to_owned();
+    let stream = async_stream_lines(outcome, matches, decisions, caller, native);
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&version) {
+        resp.headers_mut().insert("x-policy-version", v);
+    }
+    Ok(resp)
+}
+
+/// Interleaves invalid entries with match results, in input order, as
+/// NDJSON lines of about 64 KiB chunks.
+fn async_stream_lines(
+    outcome: Vec<Option<String>>,
+    matches: impl futures_util::Stream<
+        Item = Result<(usize, Vec<StoredRecord>), crate::records::RecordsError>,
+    > + Send
+    + 'static,
+    decisions: Arc<Vec<(String, Decision)>>,
+    caller: Caller,
+    native: bool,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let matches = Box::pin(matches);
+    futures_util::stream::unfold(
+        (outcome.into_iter().enumerate(), matches, false),
+        move |(mut inputs, mut matches, failed)| {
+            let decisions = decisions.clone();
+            let caller = caller.clone();
+            async move {
+                if failed {
+                    return None;
+                }
+                let mut buf = Vec::with_capacity(64 * 1024);
+                while buf.len() < 60 * 1024 {
+                    let Some((index, invalid)) = inputs.next() else {
+                        break;
+                    };
+                    let line = match invalid {
+                        Some(reason) => {
+                            json!({"index": index, "status": "invalid", "error": reason})
+                        }
+                        None => match matches.next().await {
+                            Some(Ok((_, records))) => {
+                                let views: Vec<Value> = records
+                                    .iter()
+                                    .filter_map(|r| view(&caller, native, &decisions, r))
+                                    .collect();
+                                if views.is_empty() {
+                                    json!({"index": index, "status": "no_record"})
+                                } else {
+                                    json!({"index": index, "status": "match", "records": views})
+                                }
+                            }
+                            Some(Err(e)) => {
+                                tracing::error!(error = %e, "match stream failed");
+                                return Some((
+                                    Err(std::io::Error::other("match failed")),
+                                    (inputs, matches, true),
+                                ));
+                            }
+                            None => break,
+                        },
+                    };
+                    if serde_json::to_writer(&mut buf, &line).is_err() {
+                        break;
+                    }
+                    buf.push(b'\n');
+                }
+                if buf.is_empty() {
+                    None
+                } else {
+                    Some((Ok(Bytes::from(buf)), (inputs, matches, false)))
+                }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainBody {
+    dataset: String,
+    purpose: String,
+    #[serde(default)]
+    department: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    authorisation_ref: Option<String>,
+}
+
+/// `POST /v1/policy/explain`: a system client asks about itself; an admin
+/// may name any department (and region).
+pub async fn explain(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = super::records::read_body(&state, body).await?;
+    let req: ExplainBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+        code: "malformed_json",
+        message: format!("expected {{\"dataset\", \"purpose\"[, \"department\"]}}: {e}"),
+        path: None,
+    })?;
+    let (department, region) = match caller.role {
+        Role::System => {
+            if req
+                .department
+                .as_deref()
+                .is_some_and(|d| d != caller.department.as_str())
+            {
+                return Err(ApiError::Forbidden(
+                    "a system client may only ask about its own department".into(),
+                ));
+            }
+            (caller.department.as_str().to_owned(), caller.region)
+        }
+        Role::Admin => {
+            let region = match &req.region {
+                Some(r) => {
+                    adapters::domain::RegionCode::parse(r).map_err(|e| ApiError::BadRequest {
+                        code: "invalid_region",
+                        message: e.to_string(),
+                        path: Some("region".into()),
+                    })?
+                }
+                None => caller.region,
+            };
+            (
+                req.department
+                    .clone()
+                    .unwrap_or_else(|| caller.department.as_str().to_owned()),
+                region,
+            )
+        }
+        Role::Auditor => {
+            return Err(ApiError::Forbidden(
+                "auditors read the audit log; policy explanations are for systems and admins"
+                    .into(),
+            ));
+        }
+    };
+    let set = state.policies.current();
+    let now = OffsetDateTime::now_utc();
+    let grants = GrantSet::new(
+        GrantStore::list_active(&state.db, &department, now)
+            .await
+            .map_err(ApiError::internal)?,
+    );
+    let explanation = set.explain(&AccessRequest {
+        department: &department,
+        region,
+        dataset: &req.dataset,
+        purpose: &req.purpose,
+        authorisation: req.authorisation_ref.as_deref(),
+        now,
+        grants: &grants,
+    });
+    Ok(with_policy_version(Json(explanation).into_response(), &set))
+}

@@ -1,0 +1,231 @@
+//! Person queries, batch matching and explain, end to end over mTLS, on
+//! SQLite and PostgreSQL.
+
+use gateway_tests::{TestGateway, backends};
+use serde_json::{Value, json};
+
+fn enrolments() -> Vec<Value> {
+    let f = adapters::synth::example_files(7)
+        .into_iter()
+        .find(|f| f.name == "assistance-enrolment.canonical.json")
+        .unwrap();
+    serde_json::from_slice(&f.contents).unwrap()
+}
+
+async fn publish(gw: &TestGateway, records: &[Value]) {
+    let r = gw
+        .client("civil-affairs")
+        .post(gw.url("/v1/records/assistance-enrolment"))
+        .json(&records)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+async fn get(gw: &TestGateway, client: &str, path: &str, purpose: Option<&str>) -> (u16, Value) {
+    let mut req = gw.client(client).get(gw.url(path));
+    if let Some(p) = purpose {
+        req = req.header("x-purpose", p);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// An active enrolment's first member's ID number.
+fn active_member(records: &[Value]) -> (usize, String) {
+    let i = records
+        .iter()
+        .position(|r| r["status"] == "active" || r["status"] == "graduating")
+        .expect("an active enrolment among the examples");
+    (
+        i,
+        records[i]["members"][0]["id_number"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn education_sees_enrolment_category_but_not_income() {
+    for db in backends() {
+        let gw = TestGateway::start(&db).await;
+        let records = enrolments();
+        publish(&gw, &records).await;
+        let (i, id) = active_member(&records);
+        let (s, b) = get(
+            &gw,
+            "education",
+            &format!("/v1/persons/{id}"),
+            Some("student-aid"),
+        )
+        .await;
+        assert_eq!(s, 200, "{}: {b}", db.name());
+        let view = &b["records"][0]["record"];
+        assert_eq!(view["category"], records[i]["category"], "{b}");
+        let text = b.to_string();
+        assert!(view.get("per_capita_income").is_none(), "{b}");
+        assert!(view.get("monthly_amount").is_none(), "{b}");
+        // The ID number is masked: first 6 and last 4 only.
+        assert!(!text.contains(&id), "clear ID number leaked: {b}");
+        let masked = view["members"][0]["id_number"].as_str().unwrap();
+        assert_eq!(&masked[..6], &id[..6]);
+        assert_eq!(&masked[14..], &id[14..]);
+        // The owner reads its own record in full.
+        let (s, b) = get(
+            &gw,
+            "civil-affairs",
+            &format!("/v1/persons/{id}"),
+            Some("low-income-monitoring"),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert!(b.to_string().contains(&id));
+        gw.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn purpose_is_required_known_and_granted() {
+    let gw = TestGateway::start(&gateway_tests::TestDb::Sqlite).await;
+    let records = enrolments();
+    publish(&gw, &records).await;
+    let (_, id) = active_member(&records);
+    let path = format!("/v1/persons/{id}");
+    let (s, b) = get(&gw, "education", &path, None).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("missing_purpose"))
+    );
+    let (s, b) = get(&gw, "education", &path, Some("curiosity")).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("unknown_purpose"))
+    );
+    // A department with no rule for the purpose (and no dataset of its own)
+    // gets 403 whether or not the person exists.
+    gw.issue(
+        "hr",
+        "human-resources",
+        gateway::identity::Role::System,
+        "441700",
+    );
+    gw.state.reload();
+    let (s1, _) = get(&gw, "hr", &path, Some("student-aid")).await;
+    let (s2, _) = get(
+        &gw,
+        "hr",
+        "/v1/persons/11010519491231002X",
+        Some("student-aid"),
+    )
+    .await;
+    assert_eq!((s1, s2), (403, 403));
+    // Housing only owns housing records: an enrolled person it has no
+    // housing record of is 404, which tells it nothing about other datasets.
+    let (s, _) = get(&gw, "housing", &path, Some("student-aid")).await;
+    assert_eq!(s, 404);
+    // With a grant, an unknown person is 404.
+    let (s, _) = get(
+        &gw,
+        "education",
+        "/v1/persons/11010519491231002X",
+        Some("student-aid"),
+    )
+    .await;
+    assert_eq!(s, 404);
+    // Admins and auditors never read records.
+    for c in ["admin", "auditor"] {
+        let (s, _) = get(&gw, c, &path, Some("student-aid")).await;
+        assert_eq!(s, 403, "{c}");
+    }
+    let (s, b) = get(
+        &gw,
+        "education",
+        "/v1/persons/441702198001010018",
+        Some("student-aid"),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_id_number"))
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn match_answers_every_input_in_order() {
+    for db in backends() {
+        let gw = TestGateway::start(&db).await;
+        let records = enrolments();
+        publish(&gw, &records).await;
+        let (_, id) = active_member(&records);
+        let ids = json!({"ids": [id, "not-an-id", "11010519491231002X", id.to_lowercase()]});
+        let r = gw
+            .client("education")
+            .post(gw.url("/v1/match"))
+            .header("x-purpose", "student-aid")
+            .json(&ids)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", db.name());
+        assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+        assert!(r.headers().contains_key("x-policy-version"));
+        let text = r.text().await.unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        let statuses: Vec<&str> = lines
+            .iter()
+            .map(|l| l["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            statuses,
+            ["match", "invalid", "no_record", "match"],
+            "{text}"
+        );
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(l["index"], i);
+        }
+        assert!(!text.contains(&id), "clear ID number leaked");
+        gw.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn explain_names_rules_and_field_treatments() {
+    let gw = TestGateway::start(&gateway_tests::TestDb::Sqlite).await;
+    let r = gw
+        .client("education")
+        .post(gw.url("/v1/policy/explain"))
+        .json(&json!({"dataset": "assistance-enrolment", "purpose": "student-aid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    let text = b.to_string();
+    assert!(text.contains("edu-enrolment-student-aid"), "{b}");
+    // An admin may ask for another department; an auditor may not ask.
+    let r = gw
+        .client("admin")
+        .post(gw.url("/v1/policy/explain"))
+        .json(&json!({"dataset": "assistance-enrolment", "purpose": "housing-assistance", "department": "housing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = gw
+        .client("auditor")
+        .post(gw.url("/v1/policy/explain"))
+        .json(&json!({"dataset": "assistance-enrolment", "purpose": "student-aid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    gw.stop().await;
+}
