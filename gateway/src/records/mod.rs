@@ -808,20 +808,20 @@ mod tests {
         let mut seen = HashSet::new();
         match prepare(vec![rec("a"), rec("b"), rec("a"), rec("a")], 10, &mut seen) {
             Err(RecordsError::DuplicateKeys { indices }) => assert_eq!(indices, vec![12, 13]),
-            other => panic!("expected duplicates, got {other:?}"),
+            other => panic!("expected duplicates, got {:?}", other.err()),
         }
         // Across chunks of one request too.
         let mut seen = HashSet::new();
         assert!(prepare(vec![rec("a"), rec("b")], 0, &mut seen).is_ok());
         match prepare(vec![rec("c"), rec("b")], 2, &mut seen) {
             Err(RecordsError::DuplicateKeys { indices }) => assert_eq!(indices, vec![3]),
-            other => panic!("expected duplicates, got {other:?}"),
+            other => panic!("expected duplicates, got {:?}", other.err()),
         }
         match prepare(vec![rec("a"), rec("")], 0, &mut HashSet::new()) {
             Err(e @ RecordsError::InvalidRecord { index: 1, .. }) => {
                 assert!(!e.to_string().contains("\"a\""));
             }
-            other => panic!("expected invalid record, got {other:?}"),
+            other => panic!("expected invalid record, got {:?}", other.err()),
         }
         let secret = "44170219800101001X-secret";
         let dbg = format!("{:?}", rec(secret));
