@@ -1,0 +1,12 @@
+-- Grants: approvals of conditional (有条件共享) policy rules for one consumer
+-- department, with an expiry. Looked up on every request by the policy
+-- engine (gateway::policy::grants). Times are unix milliseconds.
+CREATE TABLE grants (
+    id          TEXT PRIMARY KEY NOT NULL,
+    rule_id     TEXT NOT NULL,
+    department  TEXT NOT NULL,
+    not_after   INTEGER NOT NULL,
+    approved    INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX grants_by_department ON grants (department, not_after);

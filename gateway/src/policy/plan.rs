@@ -1,0 +1,545 @@
+//! A compiled plan: for one (consumer, dataset, purpose) and one set of
+//! active rules, which rows are visible and what happens to every field.
+//!
+//! The plan is a tree mirroring the record (objects, arrays of household
+//! members) whose leaves carry a treatment; fields absent from the tree are
+//! not emitted. Applying it is one walk over the granted fields only, so its
+//! cost does not depend on how much else the record holds.
+
+use std::sync::{Arc, OnceLock};
+
+use adapters::domain::RegionCode;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::Date;
+
+use super::catalog::{FieldInfo, FieldKind};
+use super::treatment::{DepartmentKey, TreatCtx, TreatError, Treatment, treat};
+
+/// One field's treatment in a plan and the rule that set it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FieldDecision {
+    /// Contract path (`members[].name`).
+    pub path: String,
+    /// What happens to it.
+    pub treatment: Treatment,
+    /// The rule that decided it; `default-deny` when no rule mentions it.
+    pub rule: Arc<str>,
+}
+
+/// A row condition on a scalar record field.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Filter {
+    /// Contract path of the field.
+    pub field: String,
+    #[serde(skip)]
+    pub(crate) segments: Vec<String>,
+    /// The values compared with.
+    pub values: Vec<Value>,
+    /// `not_in` rather than `in`.
+    pub negate: bool,
+}
+
+impl Filter {
+    fn matches(&self, record: &Value) -> bool {
+        let v = get_path(record, &self.segments).unwrap_or(&Value::Null);
+        self.values.contains(v) != self.negate
+    }
+}
+
+/// The rows one rule makes visible (or, for a deny rule, hides).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RowScope {
+    /// The rule.
+    pub rule: Arc<str>,
+    /// The rule's region; the caller's region narrows it further.
+    pub region: Option<RegionCode>,
+    /// All must hold.
+    pub filters: Vec<Filter>,
+}
+
+impl RowScope {
+    fn matches(&self, record: &Value, region: &RegionCode) -> bool {
+        self.region.is_none_or(|r| r.contains(region)) && self.filters.iter().all(|f| f.matches(record))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum PNode {
+    Leaf { treatment: Treatment, kind: FieldKind },
+    Obj(Vec<(String, PNode)>),
+    Arr(Box<PNode>),
+}
+
+/// Why a plan could not be applied to a record. The row is then withheld
+/// (any evaluation error denies). Carries no record content.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    /// The record has no readable region code where the schema says.
+    #[error("the record's region code is missing or invalid")]
+    Region,
+    /// The record's shape does not match the schema at this field.
+    #[error("field {path}: {reason}")]
+    Field {
+        /// Contract path of the field.
+        path: String,
+        /// What was wrong.
+        reason: TreatError,
+    },
+    /// An object or array was expected at this field.
+    #[error("field {0}: unexpected structure")]
+    Structure(String),
+}
+
+/// Per-request context for applying a plan.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyCtx {
+    /// The caller's region: rows outside it are never visible.
+    pub scope: RegionCode,
+    /// The request date (China time), for age bands.
+    pub today: Date,
+}
+
+/// One active allow rule inside a plan: its rows and its leaf treatments.
+#[derive(Debug)]
+pub(crate) struct AllowPart {
+    pub scope: RowScope,
+    /// (index into the dataset's fields, treatment).
+    pub leaves: Vec<(usize, Treatment)>,
+}
+
+/// Most allow rules whose row combinations get cached trees (2^8 slots).
+const MAX_CACHED_PARTS: usize = 8;
+
+type Tree = Vec<(String, PNode)>;
+
+/// A compiled, immutable plan. Cheap to share (`Arc`).
+///
+/// Rows: a row is visible if it lies in the caller's region, matches the row
+/// scope of at least one allow rule, and no deny scope. Fields: for a
+/// visible row, only the allow rules whose scope the row matches contribute
+/// (so a rule's fields never leak onto rows it does not cover); among them
+/// the most restrictive treatment per field wins; deny rules drop fields.
+/// The tree for each combination of matching rules is built once, lazily.
+#[derive(Debug)]
+pub struct Plan {
+    pub(crate) dataset_fields: Arc<[FieldInfo]>,
+    pub(crate) allows: Vec<AllowPart>,
+    pub(crate) deny_fields: Vec<(usize, Arc<str>)>,
+    pub(crate) deny_rows: Vec<RowScope>,
+    pub(crate) region_path: Option<Vec<String>>,
+    pub(crate) key: DepartmentKey,
+    pub(crate) default_rule: Arc<str>,
+    fields: Vec<FieldDecision>,
+    trees: Box<[OnceLock<Tree>]>,
+    full_tree: Tree,
+}
+
+impl Plan {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        dataset_fields: Arc<[FieldInfo]>,
+        allows: Vec<AllowPart>,
+        deny_fields: Vec<(usize, Arc<str>)>,
+        deny_rows: Vec<RowScope>,
+        region_path: Option<Vec<String>>,
+        key: DepartmentKey,
+        default_rule: Arc<str>,
+    ) -> Plan {
+        let n = allows.len();
+        let slots = if n <= MAX_CACHED_PARTS { 1usize << n } else { 0 };
+        let mut plan = Plan {
+            dataset_fields,
+            allows,
+            deny_fields,
+            deny_rows,
+            region_path,
+            key,
+            default_rule,
+            fields: Vec::new(),
+            trees: (0..slots).map(|_| OnceLock::new()).collect(),
+            full_tree: Vec::new(),
+        };
+        let all: u64 = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let (fields, tree) = plan.merge(all);
+        plan.fields = fields;
+        plan.full_tree = tree;
+        plan
+    }
+
+    /// Merges the allow parts in `mask` and the deny fields.
+    fn merge(&self, mask: u64) -> (Vec<FieldDecision>, Tree) {
+        let mut merged: Vec<Option<(Treatment, Arc<str>)>> = vec![None; self.dataset_fields.len()];
+        for (i, part) in self.allows.iter().enumerate() {
+            if i >= 64 || mask & (1 << i) == 0 {
+                continue;
+            }
+            for (leaf, t) in &part.leaves {
+                let Some(slot) = merged.get_mut(*leaf) else { continue };
+                *slot = Some(match slot.take() {
+                    None => (t.clone(), part.scope.rule.clone()),
+                    Some((old, by)) => {
+                        let m = Treatment::most_restrictive(&old, t);
+                        if m == old { (old, by) } else { (m, part.scope.rule.clone()) }
+                    }
+                });
+            }
+        }
+        for (leaf, rule) in &self.deny_fields {
+            if let Some(slot) = merged.get_mut(*leaf) {
+                *slot = Some((Treatment::Drop, rule.clone()));
+            }
+        }
+        let mut fields = Vec::new();
+        for (f, m) in self.dataset_fields.iter().zip(merged) {
+            if f.kind.is_container() {
+                continue;
+            }
+            let (treatment, rule) = m.unwrap_or_else(|| (Treatment::Drop, self.default_rule.clone()));
+            fields.push(FieldDecision {
+                path: f.path.clone(),
+                treatment,
+                rule,
+            });
+        }
+        let leaves: Vec<(&str, &Treatment, FieldKind)> = fields
+            .iter()
+            .zip(self.dataset_fields.iter().filter(|f| !f.kind.is_container()))
+            .map(|(fd, f)| (fd.path.as_str(), &fd.treatment, f.kind))
+            .collect();
+        let tree = build_tree(&leaves);
+        (fields, tree)
+    }
+
+    /// Every field of the dataset with its treatment and deciding rule, for
+    /// a row every active allow rule covers.
+    pub fn fields(&self) -> &[FieldDecision] {
+        &self.fields
+    }
+
+    /// The row scopes granted (one per active allow rule).
+    pub fn rows(&self) -> Vec<RowScope> {
+        self.allows.iter().map(|p| p.scope.clone()).collect()
+    }
+
+    /// Row scopes hidden by deny rules.
+    pub fn deny_rows(&self) -> &[RowScope] {
+        &self.deny_rows
+    }
+
+    /// Whether at least one field is visible on some row.
+    pub fn grants_any_field(&self) -> bool {
+        !self.full_tree.is_empty()
+    }
+
+    /// The caller's view of `record`, or `None` when the row is out of scope,
+    /// filtered out, or cannot be evaluated (any error denies).
+    pub fn apply(&self, record: &Value, ctx: &ApplyCtx) -> Option<Value> {
+        self.try_apply(record, ctx).ok().flatten()
+    }
+
+    /// Like [`Plan::apply`] but tells an evaluation error (for the audit
+    /// record) from a row that is simply not visible (`Ok(None)`).
+    pub fn try_apply(&self, record: &Value, ctx: &ApplyCtx) -> Result<Option<Value>, EvalError> {
+        let Some(obj) = record.as_object() else {
+            return Err(EvalError::Structure(String::new()));
+        };
+        let region = self
+            .region_path
+            .as_ref()
+            .and_then(|p| get_path(record, p))
+            .and_then(Value::as_str)
+            .and_then(|s| RegionCode::parse(s).ok())
+            .ok_or(EvalError::Region)?;
+        if !ctx.scope.contains(&region) {
+            return Ok(None);
+        }
+        if self.deny_rows.iter().any(|s| s.matches(record, &region)) {
+            return Ok(None);
+        }
+        let mut mask: u64 = 0;
+        for (i, part) in self.allows.iter().enumerate().take(64) {
+            if part.scope.matches(record, &region) {
+                mask |= 1 << i;
+            }
+        }
+        if mask == 0 {
+            return Ok(None);
+        }
+        let n = self.allows.len();
+        let full = n < 64 && mask == (1u64 << n) - 1;
+        let owned;
+        let tree: &Tree = if full {
+            &self.full_tree
+        } else if let Some(slot) = self.trees.get(mask as usize) {
+            slot.get_or_init(|| self.merge(mask).1)
+        } else {
+            owned = self.merge(mask).1;
+            &owned
+        };
+        if tree.is_empty() {
+            return Ok(None);
+        }
+        let tctx = TreatCtx {
+            today: ctx.today,
+            key: &self.key,
+        };
+        let mut path = String::new();
+        let out = apply_obj(tree, obj, &tctx, &mut path)?;
+        Ok(Some(Value::Object(out)))
+    }
+}
+
+fn apply_obj(
+    entries: &[(String, PNode)],
+    obj: &Map<String, Value>,
+    ctx: &TreatCtx<'_>,
+    path: &mut String,
+) -> Result<Map<String, Value>, EvalError> {
+    let mut out = Map::with_capacity(entries.len());
+    for (name, node) in entries {
+        if let Some(v) = obj.get(name) {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(name);
+            let r = apply_node(node, v, ctx, path)?;
+            path.truncate(len);
+            out.insert(name.clone(), r);
+        }
+    }
+    Ok(out)
+}
+
+fn apply_node(
+    node: &PNode,
+    v: &Value,
+    ctx: &TreatCtx<'_>,
+    path: &mut String,
+) -> Result<Value, EvalError> {
+    match node {
+        PNode::Leaf { treatment, kind } => treat(treatment, *kind, v, ctx).map_err(|reason| EvalError::Field {
+            path: path.clone(),
+            reason,
+        }),
+        PNode::Obj(entries) => match v {
+            Value::Null => Ok(Value::Null),
+            Value::Object(o) => Ok(Value::Object(apply_obj(entries, o, ctx, path)?)),
+            _ => Err(EvalError::Structure(path.clone())),
+        },
+        PNode::Arr(elem) => match v {
+            Value::Null => Ok(Value::Null),
+            Value::Array(items) => {
+                path.push_str("[]");
+                let r = items
+                    .iter()
+                    .map(|x| apply_node(elem, x, ctx, path))
+                    .collect::<Result<Vec<_>, _>>();
+                path.truncate(path.len() - 2);
+                Ok(Value::Array(r?))
+            }
+            _ => Err(EvalError::Structure(path.clone())),
+        },
+    }
+}
+
+/// Splits a contract path into segments: `members[].name` →
+/// `["members", "[]", "name"]`.
+pub(crate) fn segments(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        if let Some(base) = part.strip_suffix("[]") {
+            out.push(base.to_owned());
+            out.push("[]".to_owned());
+        } else {
+            out.push(part.to_owned());
+        }
+    }
+    out
+}
+
+/// The value at a path of object keys (no arrays).
+pub(crate) fn get_path<'v>(v: &'v Value, segs: &[String]) -> Option<&'v Value> {
+    segs.iter().try_fold(v, |cur, s| cur.get(s.as_str()))
+}
+
+/// Builds the tree from (path, treatment, kind) leaves; `Drop` leaves are left
+/// out. Leaves arrive in schema order, which the output keeps.
+pub(crate) fn build_tree(leaves: &[(&str, &Treatment, FieldKind)]) -> Vec<(String, PNode)> {
+    let mut root: Vec<(String, PNode)> = Vec::new();
+    for (path, t, kind) in leaves {
+        if **t == Treatment::Drop {
+            continue;
+        }
+        insert(&mut root, &segments(path), t, *kind);
+    }
+    root
+}
+
+fn insert(entries: &mut Vec<(String, PNode)>, segs: &[String], t: &Treatment, kind: FieldKind) {
+    let Some((first, rest)) = segs.split_first() else {
+        return;
+    };
+    let idx = match entries.iter().position(|(n, _)| n == first) {
+        Some(i) => i,
+        None => {
+            let node = make_node(rest, t, kind);
+            entries.push((first.clone(), node));
+            return;
+        }
+    };
+    let node = &mut entries[idx].1;
+    descend(node, rest, t, kind);
+}
+
+fn make_node(rest: &[String], t: &Treatment, kind: FieldKind) -> PNode {
+    match rest.split_first() {
+        None => PNode::Leaf {
+            treatment: t.clone(),
+            kind,
+        },
+        Some((s, more)) if s == "[]" => PNode::Arr(Box::new(make_node(more, t, kind))),
+        Some(_) => {
+            let mut v = Vec::new();
+            insert(&mut v, rest, t, kind);
+            PNode::Obj(v)
+        }
+    }
+}
+
+fn descend(node: &mut PNode, rest: &[String], t: &Treatment, kind: FieldKind) {
+    match (node, rest.split_first()) {
+        (PNode::Arr(elem), Some((s, more))) if s == "[]" => descend(elem, more, t, kind),
+        (PNode::Obj(entries), Some(_)) => insert(entries, rest, t, kind),
+        // A leaf and a container at the same path cannot both come from one
+        // schema; keep the first.
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::treatment::{MaskKind, PseudonymKey};
+    use serde_json::json;
+    use time::macros::date;
+
+    fn plan(leaves: &[(&str, Treatment, FieldKind)], rows: Vec<RowScope>) -> Plan {
+        let fields: Arc<[FieldInfo]> = leaves
+            .iter()
+            .map(|(p, _, k)| FieldInfo {
+                path: (*p).to_owned(),
+                kind: *k,
+                sharing: crate::policy::Sharing::Unconditional,
+            })
+            .collect();
+        let allows = rows
+            .into_iter()
+            .map(|scope| AllowPart {
+                scope,
+                leaves: leaves.iter().enumerate().map(|(i, (_, t, _))| (i, t.clone())).collect(),
+            })
+            .collect();
+        Plan::new(
+            fields,
+            allows,
+            Vec::new(),
+            Vec::new(),
+            Some(vec!["region_code".into()]),
+            PseudonymKey::from_bytes(&[1; 32]).expect("key").for_department("x"),
+            Arc::from("default-deny"),
+        )
+    }
+
+    fn all_rows() -> Vec<RowScope> {
+        vec![RowScope {
+            rule: "r".into(),
+            region: None,
+            filters: vec![],
+        }]
+    }
+
+    fn ctx(scope: &str) -> ApplyCtx {
+        ApplyCtx {
+            scope: RegionCode::parse(scope).expect("region"),
+            today: date!(2026 - 11 - 28),
+        }
+    }
+
+    #[test]
+    fn nested_arrays_and_objects() {
+        let p = plan(
+            &[
+                ("region_code", Treatment::Clear, FieldKind::Region),
+                ("head.name", Treatment::Mask(MaskKind::Name), FieldKind::Name),
+                ("members[].id_number", Treatment::Mask(MaskKind::IdNumber), FieldKind::IdNumber),
+                ("members[].enrolled", Treatment::Clear, FieldKind::Boolean),
+                ("members[].mobile", Treatment::Drop, FieldKind::Mobile),
+            ],
+            all_rows(),
+        );
+        let rec = json!({
+            "region_code": "441702", "secret": 1,
+            "head": {"name": "张三", "address": "x"},
+            "members": [
+                {"id_number": "441702198001010017", "enrolled": true, "mobile": "13812341234"},
+                {"id_number": "11010519491231002X", "enrolled": false}
+            ]
+        });
+        let out = p.apply(&rec, &ctx("441700")).expect("visible");
+        assert_eq!(
+            out,
+            json!({
+                "region_code": "441702",
+                "head": {"name": "张*"},
+                "members": [
+                    {"id_number": "441702********0017", "enrolled": true},
+                    {"id_number": "110105********002X", "enrolled": false}
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn region_scope_and_filters() {
+        let rows = vec![RowScope {
+            rule: "r".into(),
+            region: Some(RegionCode::parse("441702").expect("r")),
+            filters: vec![Filter {
+                field: "status".into(),
+                segments: vec!["status".into()],
+                values: vec![json!("active"), json!("graduating")],
+                negate: false,
+            }],
+        }];
+        let p = plan(&[("status", Treatment::Clear, FieldKind::Code)], rows);
+        let rec = |r: &str, s: &str| json!({"region_code": r, "status": s});
+        assert!(p.apply(&rec("441702", "active"), &ctx("441700")).is_some());
+        assert!(p.apply(&rec("441702", "ended"), &ctx("441700")).is_none());
+        assert!(p.apply(&rec("441721", "active"), &ctx("441700")).is_none());
+        // Caller scope narrower than the record: invisible.
+        assert!(p.apply(&rec("441702", "active"), &ctx("441721")).is_none());
+        // Unreadable region: an evaluation error, withheld.
+        assert_eq!(
+            p.try_apply(&json!({"region_code": "x"}), &ctx("441700")),
+            Err(EvalError::Region)
+        );
+    }
+
+    #[test]
+    fn shape_errors_deny_the_row() {
+        let p = plan(
+            &[
+                ("region_code", Treatment::Clear, FieldKind::Region),
+                ("head.name", Treatment::Clear, FieldKind::Name),
+            ],
+            all_rows(),
+        );
+        let bad = json!({"region_code": "441702", "head": {"name": {"nested": "x"}}});
+        assert!(matches!(p.try_apply(&bad, &ctx("441700")), Err(EvalError::Field { .. })));
+        let bad = json!({"region_code": "441702", "head": "flat"});
+        assert!(matches!(p.try_apply(&bad, &ctx("441700")), Err(EvalError::Structure(_))));
+        assert!(p.apply(&json!([1]), &ctx("441700")).is_none());
+    }
+}
