@@ -595,8 +595,9 @@ impl Rows for XlsxRows {
     }
 }
 
-/// One record read from a ledger, with where it came from.
-#[derive(Clone, Debug)]
+/// One record read from a ledger, with where it came from. `Debug` leaves
+/// out the record (personal data).
+#[derive(Clone)]
 pub struct LedgerRecord {
     /// The canonical record (not yet validated).
     pub record: Value,
@@ -606,6 +607,15 @@ pub struct LedgerRecord {
     pub rows: (u64, u64),
     member_rows: Vec<u64>,
     headers: Arc<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for LedgerRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerRecord")
+            .field("sheet", &self.sheet)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LedgerRecord {

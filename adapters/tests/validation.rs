@@ -540,3 +540,20 @@ fn schemas_with_remote_refs_do_not_compile() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn debug_output_never_shows_personal_data() {
+    let r = enrolment();
+    let name = r["head"]["name"].as_str().expect("name").to_owned();
+    let id = r["head"]["id_number"].as_str().expect("id").to_owned();
+    let v = catalogue()
+        .dataset("assistance-enrolment")
+        .expect("dataset")
+        .validate(r)
+        .expect("valid");
+    let shown = format!("{v:?}");
+    assert!(
+        !shown.contains(&name) && !shown.contains(&id[6..14]),
+        "{shown}"
+    );
+}

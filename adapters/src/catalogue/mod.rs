@@ -93,7 +93,8 @@ impl fmt::Display for RecordError {
 }
 
 /// A record that passed validation, with what the record store needs.
-#[derive(Clone, Debug)]
+/// `Debug` leaves out the record and the subjects: they are personal data.
+#[derive(Clone)]
 pub struct Validated {
     /// The record, normalised (ID numbers upper-case, 18 digits).
     pub record: Value,
@@ -104,6 +105,16 @@ pub struct Validated {
     /// ID numbers of the persons the record is about (`x-subjects`), without
     /// duplicates, in document order.
     pub subjects: Vec<IdNumber>,
+}
+
+impl fmt::Debug for Validated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Validated")
+            .field("natural_key", &self.natural_key)
+            .field("region", &self.region)
+            .field("subjects", &self.subjects.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A problem with a schema file found while loading the catalogue.
@@ -524,6 +535,26 @@ impl Compiler<'_> {
     }
 }
 
+/// Removes `pattern` from every schema whose `x-kind` has a domain check
+/// that decides the same question more strictly.
+fn strip_checked_patterns(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if matches!(
+                m.get("x-kind").and_then(Value::as_str),
+                Some("id_number" | "region" | "date" | "birth_date")
+            ) {
+                m.remove("pattern");
+            }
+            for child in m.values_mut() {
+                strip_checked_patterns(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_checked_patterns),
+        _ => {}
+    }
+}
+
 impl Dataset {
     fn compile(file: &Path, schema: Value) -> Result<Dataset, Vec<CatalogueError>> {
         let mut c = Compiler {
@@ -648,10 +679,16 @@ impl Dataset {
             ),
         }
 
+        // The validator runs on a copy without the `pattern`s of the fields
+        // the domain checks cover (IDs, regions, dates): those checks are
+        // stricter, and skipping the regexes keeps the publish path fast. The
+        // schema served to callers keeps its patterns as documentation.
+        let mut compiled = schema.clone();
+        strip_checked_patterns(&mut compiled);
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .should_validate_formats(false)
-            .build(&schema);
+            .build(&compiled);
         let validator = match validator {
             Ok(v) => Some(v),
             Err(e) => {
@@ -764,10 +801,9 @@ impl Dataset {
         }
         let schema_errors = errors.len();
         let mut subjects: Vec<IdNumber> = Vec::new();
-        let mut pointer = String::new();
+        let mut trail = Vec::new();
         for check in &self.checks {
-            pointer.clear();
-            path::visit_mut(&mut record, &check.segs, &mut pointer, &mut |v, p| {
+            path::visit_mut(&mut record, &check.segs, &mut trail, &mut |v, at| {
                 match check_leaf(check.kind, v, today) {
                     Ok(Some(id)) if check.subject => {
                         if !subjects.contains(&id) {
@@ -776,7 +812,8 @@ impl Dataset {
                     }
                     Ok(_) => {}
                     Err(message) => {
-                        // JSON Schema already named this value (wrong type or shape).
+                        let p = path::render(at);
+                        // JSON Schema already named this value (wrong type).
                         if !errors[..schema_errors].iter().any(|e| e.path == p) {
                             errors.push(RecordError::at(p, message));
                         }
