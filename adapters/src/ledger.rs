@@ -20,9 +20,11 @@
 //! or repeat the same value (a different value is an error). Member cells of
 //! each row become one element of `members`, in row order. A household's rows
 //! must be adjacent (a key seen again later is an error), so the reader holds
-//! one household at a time: memory stays bounded for CSV. XLSX sheets are read
-//! whole by calamine (the zipped file is in memory anyway) and converted row
-//! by row. Datasets without members use one row per record.
+//! one household at a time. CSV ([`read_csv`]) and XLSX through
+//! [`XlsxLedger`] stream cell by cell with bounded memory (the upload itself
+//! and the workbook's shared-string table aside); [`read_xlsx`] is the
+//! one-call variant that loads the sheet whole. Datasets without members use
+//! one row per record.
 //!
 //! # Errors
 //! Every problem carries the sheet (XLSX), the row as the spreadsheet shows it

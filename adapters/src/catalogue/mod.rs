@@ -9,7 +9,7 @@
 //! problem with its file, not only the first.
 //!
 //! [`Dataset::validate`] runs the compiled JSON Schema, then the domain checks
-//! the schema cannot express (see [`rules`](self) for the list):
+//! the schema cannot express (`catalogue/rules.rs`):
 //! - `x-kind: id_number`: GB 11643 check character, real non-future birth
 //!   date; normalised in place (lower-case `x` → `X`, 15 → 18 digits);
 //! - `x-kind: region`: GB/T 2260 shape; the health-insurance area codes
