@@ -18,6 +18,7 @@
 //! - `x-kind: date` / `birth_date`: real calendar dates (birth dates not in the
 //!   future);
 //! - code tables: the schema's `enum`;
+//! - a person's `birth_date` and `sex` agree with their ID number;
 //! - per-dataset cross-field rules (validity order, 渐退期 ≤ 6 months, 刚性支出
 //!   certification ≤ 12 months, one household head, settlement shares ≤ total).
 //!
@@ -253,6 +254,9 @@ pub struct Dataset {
     key: Vec<Vec<Seg>>,
     region: Vec<Seg>,
     subjects: Vec<Vec<Seg>>,
+    /// Objects holding an ID number next to `birth_date` and/or `sex`: the
+    /// three must agree (GB 11643 encodes birth date and sex).
+    persons: Vec<Vec<Seg>>,
     rules: &'static [Rule],
 }
 
@@ -699,6 +703,30 @@ impl Dataset {
                 None
             }
         };
+        let persons = c
+            .fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::IdNumber && f.path.ends_with("id_number"))
+            .filter_map(|f| {
+                let parent = f.path.strip_suffix("id_number")?.trim_end_matches('.');
+                let sibling = |name: &str| {
+                    let p = if parent.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{parent}.{name}")
+                    };
+                    c.fields.iter().any(|g| g.path == p)
+                };
+                if !(sibling("birth_date") || sibling("sex")) {
+                    return None;
+                }
+                if parent.is_empty() {
+                    Some(Vec::new())
+                } else {
+                    parse_field_path(parent)
+                }
+            })
+            .collect();
         let checks = c
             .checks
             .iter()
@@ -726,6 +754,7 @@ impl Dataset {
                 key,
                 region,
                 subjects: subjects.into_iter().map(|(_, s)| s).collect(),
+                persons,
             }),
             _ => Err(c.errors),
         }
@@ -822,6 +851,9 @@ impl Dataset {
             });
         }
         if errors.is_empty() {
+            self.check_persons(&mut record, &mut errors);
+        }
+        if errors.is_empty() {
             let mut found = Vec::new();
             for rule in self.rules {
                 rules::apply(rule, &record, &mut found);
@@ -838,6 +870,53 @@ impl Dataset {
             region,
             subjects,
         })
+    }
+
+    /// Birth date and sex must agree with the (already normalised) ID number.
+    fn check_persons(&self, record: &mut Value, errors: &mut Vec<RecordError>) {
+        let mut trail = Vec::new();
+        for segs in &self.persons {
+            path::visit_mut(record, segs, &mut trail, &mut |person, at| {
+                let Some(id) = person.get("id_number").and_then(Value::as_str) else {
+                    return;
+                };
+                let (Some(year), Some(month), Some(day)) =
+                    (id.get(6..10), id.get(10..12), id.get(12..14))
+                else {
+                    return;
+                };
+                if let Some(b) = person.get("birth_date").and_then(Value::as_str)
+                    && (b.get(..4) != Some(year)
+                        || b.get(5..7) != Some(month)
+                        || b.get(8..10) != Some(day))
+                {
+                    let mut p = path::render(at);
+                    p.push_str("/birth_date");
+                    errors.push(RecordError::at(
+                        p,
+                        "does not match the birth date in the ID number",
+                    ));
+                }
+                let id_sex = id.as_bytes().get(16).map(|d| {
+                    if (d.wrapping_sub(b'0')) % 2 == 1 {
+                        "1"
+                    } else {
+                        "2"
+                    }
+                });
+                if let Some(sex) = person.get("sex").and_then(Value::as_str)
+                    && (sex == "1" || sex == "2")
+                    && Some(sex) != id_sex
+                {
+                    let mut p = path::render(at);
+                    p.push_str("/sex");
+                    errors.push(RecordError::at(
+                        p,
+                        "does not match the sex encoded in the ID number",
+                    ));
+                }
+            });
+        }
     }
 
     /// Extracts the key, region and subjects without validating anything else:
