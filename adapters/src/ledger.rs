@@ -20,9 +20,11 @@
 //! or repeat the same value (a different value is an error). Member cells of
 //! each row become one element of `members`, in row order. A household's rows
 //! must be adjacent (a key seen again later is an error), so the reader holds
-//! one household at a time: memory stays bounded for CSV. XLSX sheets are read
-//! whole by calamine (the zipped file is in memory anyway) and converted row
-//! by row. Datasets without members use one row per record.
+//! one household at a time. CSV ([`read_csv`]) and XLSX through
+//! [`XlsxLedger`] stream cell by cell with bounded memory (the upload itself
+//! and the workbook's shared-string table aside); [`read_xlsx`] is the
+//! one-call variant that loads the sheet whole. Datasets without members use
+//! one row per record.
 //!
 //! # Errors
 //! Every problem carries the sheet (XLSX), the row as the spreadsheet shows it
@@ -34,7 +36,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 
-use calamine::{Data, Reader, Xlsx};
+use calamine::{Data, DataRef, Reader, Xlsx, XlsxCellReader};
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 use time::{Date, Month, OffsetDateTime};
@@ -595,8 +597,143 @@ impl Rows for XlsxRows {
     }
 }
 
-/// One record read from a ledger, with where it came from.
-#[derive(Clone, Debug)]
+/// Streams the cells of one sheet (calamine's cell reader), row by row.
+struct XlsxStream<'a, 'b> {
+    cells: XlsxCellReader<'a, Cursor<&'b [u8]>>,
+    pending: Option<((u32, u32), Cell)>,
+    done: bool,
+}
+
+fn xlsx_cell_ref(d: &DataRef<'_>) -> Cell {
+    match d {
+        DataRef::SharedString(s) if s.trim().is_empty() => Cell::Empty,
+        DataRef::SharedString(s) => Cell::Text((*s).to_owned()),
+        DataRef::String(s) if s.trim().is_empty() => Cell::Empty,
+        DataRef::String(s) => Cell::Text(s.clone()),
+        DataRef::Int(i) => Cell::Number(*i as f64),
+        DataRef::Float(f) => Cell::Number(*f),
+        DataRef::Bool(b) => Cell::Bool(*b),
+        DataRef::DateTime(dt) => xlsx_cell(&Data::DateTime(*dt)),
+        DataRef::DateTimeIso(s) => xlsx_cell(&Data::DateTimeIso(s.clone())),
+        DataRef::DurationIso(_) => Cell::Invalid("a duration is not a ledger value"),
+        DataRef::Error(_) => Cell::Invalid("the cell holds a spreadsheet error (#N/A, #VALUE!, …)"),
+        DataRef::Empty => Cell::Empty,
+    }
+}
+
+impl Rows for XlsxStream<'_, '_> {
+    fn next_row(&mut self) -> Option<Result<(u64, Vec<Cell>), RecordError>> {
+        let mut row: Option<u32> = None;
+        let mut cells: Vec<Cell> = Vec::new();
+        loop {
+            let next = match self.pending.take() {
+                Some(p) => Some(p),
+                None if self.done => None,
+                None => match self.cells.next_cell() {
+                    Ok(Some(c)) => Some((c.get_position(), xlsx_cell_ref(c.get_value()))),
+                    Ok(None) => {
+                        self.done = true;
+                        None
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(RecordError::at(
+                            "",
+                            format!("the sheet cannot be read further: {e}"),
+                        )));
+                    }
+                },
+            };
+            let Some(((r, c), cell)) = next else {
+                return row.map(|r| Ok((u64::from(r) + 1, cells)));
+            };
+            match row {
+                Some(current) if current != r => {
+                    self.pending = Some(((r, c), cell));
+                    return Some(Ok((u64::from(current) + 1, cells)));
+                }
+                _ => {
+                    row = Some(r);
+                    let c = c as usize;
+                    if c > 16_384 {
+                        continue; // beyond Excel's last column: not a ledger cell
+                    }
+                    if cells.len() <= c {
+                        cells.resize(c + 1, Cell::Empty);
+                    }
+                    cells[c] = cell;
+                }
+            }
+        }
+    }
+}
+
+/// An XLSX workbook opened for streaming: cells are converted as calamine
+/// reads them, one row at a time, so memory stays bounded by one household
+/// plus the workbook's shared-string table.
+pub struct XlsxLedger<'b> {
+    book: Xlsx<Cursor<&'b [u8]>>,
+}
+
+impl std::fmt::Debug for XlsxLedger<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XlsxLedger").finish_non_exhaustive()
+    }
+}
+
+impl<'b> XlsxLedger<'b> {
+    /// Opens a workbook.
+    pub fn open(bytes: &'b [u8]) -> Result<Self, Vec<RecordError>> {
+        calamine::open_workbook_from_rs(Cursor::new(bytes))
+            .map(|book| XlsxLedger { book })
+            .map_err(|e| {
+                vec![RecordError::at(
+                    "",
+                    format!("not a readable XLSX workbook: {e}"),
+                )]
+            })
+    }
+
+    /// The sheet names, in workbook order.
+    pub fn sheet_names(&self) -> Vec<String> {
+        self.book.sheet_names()
+    }
+
+    /// Streams the named sheet (or the first) through `mapping`.
+    pub fn read<'s>(
+        &'s mut self,
+        mapping: &'s LedgerMapping,
+        sheet: Option<&str>,
+    ) -> Result<LedgerReader<'s>, Vec<RecordError>> {
+        let fail = |m: String| vec![RecordError::at("", m)];
+        let names = self.book.sheet_names();
+        let name = match sheet {
+            Some(s) if names.iter().any(|n| n == s) => s.to_owned(),
+            Some(s) => return Err(fail(format!("the workbook has no sheet named {s:?}"))),
+            None => names
+                .first()
+                .cloned()
+                .ok_or_else(|| fail("the workbook has no sheets".into()))?,
+        };
+        let cells = self
+            .book
+            .worksheet_cells_reader(&name)
+            .map_err(|e| fail(format!("sheet {name:?} cannot be read: {e}")))?;
+        LedgerReader::new(
+            Box::new(XlsxStream {
+                cells,
+                pending: None,
+                done: false,
+            }),
+            mapping,
+            Some(name),
+        )
+    }
+}
+
+/// One record read from a ledger, with where it came from. `Debug` leaves
+/// out the record (personal data).
+#[derive(Clone)]
 pub struct LedgerRecord {
     /// The canonical record (not yet validated).
     pub record: Value,
@@ -606,6 +743,15 @@ pub struct LedgerRecord {
     pub rows: (u64, u64),
     member_rows: Vec<u64>,
     headers: Arc<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for LedgerRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerRecord")
+            .field("sheet", &self.sheet)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LedgerRecord {
@@ -695,7 +841,8 @@ pub fn read_csv<'m, R: Read + 'm>(
     LedgerReader::new(Box::new(rows), mapping, None)
 }
 
-/// Reads an XLSX ledger: the named sheet, or the first one.
+/// Reads an XLSX ledger: the named sheet, or the first one. The sheet is
+/// loaded whole (simple, one call); [`XlsxLedger`] streams it instead.
 pub fn read_xlsx<'m>(
     bytes: &[u8],
     mapping: &'m LedgerMapping,

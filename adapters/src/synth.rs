@@ -242,7 +242,7 @@ impl Population {
     }
 
     /// A unique valid ID number: sequence numbers are handed out per address
-    /// code, birth day and sex (odd = male).
+    /// code, birth day and sex (odd = male), 499 per day and sex at most.
     fn id_number(&mut self, address: &str, birth: &mut Date, male: bool) -> IdNumber {
         let code: u32 = address.parse().unwrap_or(441700);
         loop {
@@ -250,8 +250,9 @@ impl Population {
                 .sequences
                 .entry((code, birth.to_julian_day(), male))
                 .or_insert(0);
-            if *slot < 500 {
-                let seq = *slot * 2 + u16::from(male);
+            // Sequences 001..999: odd for men, even for women (never 000).
+            if *slot < 499 {
+                let seq = *slot * 2 + if male { 1 } else { 2 };
                 *slot += 1;
                 if let Ok(id) = IdNumber::from_parts(address, *birth, seq) {
                     return id;

@@ -5,7 +5,7 @@ mod common;
 
 use adapters::RecordError;
 use adapters::domain::IdNumber;
-use adapters::ledger::{LedgerMapping, LedgerRecord, read_csv, read_xlsx};
+use adapters::ledger::{LedgerMapping, LedgerRecord, XlsxLedger, read_csv, read_xlsx};
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 use serde_json::json;
 use time::macros::date;
@@ -393,4 +393,31 @@ fn every_dataset_round_trips_through_its_default_ledger() {
             assert_eq!(got.record, want.record, "{}", d.id());
         }
     }
+}
+
+#[test]
+fn streamed_xlsx_reads_exactly_like_the_whole_sheet() {
+    let m = mapping();
+    for bad_row in [None, Some(3)] {
+        let bytes = xlsx(bad_row);
+        let whole: Vec<_> = read_xlsx(&bytes, &m, None).expect("header").collect();
+        let mut book = XlsxLedger::open(&bytes).expect("workbook");
+        assert_eq!(book.sheet_names(), ["低保台账"]);
+        let streamed: Vec<_> = book.read(&m, None).expect("header").collect();
+        assert_eq!(whole.len(), streamed.len());
+        for (w, s) in whole.iter().zip(&streamed) {
+            match (w, s) {
+                (Ok(w), Ok(s)) => {
+                    assert_eq!(w.record, s.record);
+                    assert_eq!(w.rows, s.rows);
+                }
+                (Err(w), Err(s)) => assert_eq!(w, s),
+                _ => panic!("streamed and whole-sheet reads disagree"),
+            }
+        }
+    }
+    let Err(e) = XlsxLedger::open(b"PK garbage") else {
+        panic!("garbage accepted")
+    };
+    assert!(e[0].message.contains("XLSX"));
 }

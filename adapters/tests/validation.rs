@@ -48,6 +48,20 @@ fn assert_error_at(errors: &[RecordError], path: &str, fragment: &str) {
     );
 }
 
+/// Puts an ID number on member `i`, with the birth date and sex it encodes
+/// (`full` is its normalised 18-character form).
+fn set_member_id(r: &mut Value, i: usize, submitted: &str, full: &str) {
+    r["members"][i]["id_number"] = json!(submitted);
+    r["members"][i]["birth_date"] = json!(format!(
+        "{}-{}-{}",
+        &full[6..10],
+        &full[10..12],
+        &full[12..14]
+    ));
+    let odd = (full.as_bytes()[16] - b'0') % 2 == 1;
+    r["members"][i]["sex"] = json!(if odd { "1" } else { "2" });
+}
+
 fn with_check_x() -> IdNumber {
     (0..1000)
         .filter_map(|s| IdNumber::from_parts("441702", date!(1975 - 03 - 14), s).ok())
@@ -86,7 +100,11 @@ fn validated_records_carry_key_region_and_unique_subjects() {
         v.subjects[0].as_str(),
         r["head"]["id_number"].as_str().expect("id")
     );
-    r["members"][1]["id_number"] = r["members"][0]["id_number"].clone();
+    let head = r["members"][0]["id_number"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    set_member_id(&mut r, 1, &head, &head);
     let v = catalogue()
         .dataset("assistance-enrolment")
         .expect("dataset")
@@ -117,7 +135,7 @@ fn id_numbers_are_checked_and_normalised() {
 
     // Lower-case x is normalised to X.
     let x = with_check_x();
-    r["members"][1]["id_number"] = json!(x.as_str().to_lowercase());
+    set_member_id(&mut r, 1, &x.as_str().to_lowercase(), x.as_str());
     let v = catalogue()
         .dataset("assistance-enrolment")
         .expect("dataset")
@@ -128,7 +146,7 @@ fn id_numbers_are_checked_and_normalised() {
     // A 15-digit legacy number becomes 18 digits.
     let eighteen = IdNumber::from_parts("441702", date!(1968 - 07 - 01), 123).expect("id");
     let fifteen = format!("{}{}", &eighteen.as_str()[..6], &eighteen.as_str()[8..17]);
-    r["members"][1]["id_number"] = json!(fifteen);
+    set_member_id(&mut r, 1, &fifteen, eighteen.as_str());
     let v = catalogue()
         .dataset("assistance-enrolment")
         .expect("dataset")
@@ -142,7 +160,7 @@ fn id_numbers_are_checked_and_normalised() {
 
     // Retired address codes are accepted.
     let retired = IdNumber::from_parts("441723", date!(1960 - 01 - 01), 11).expect("id");
-    r["members"][1]["id_number"] = json!(retired.as_str());
+    set_member_id(&mut r, 1, retired.as_str(), retired.as_str());
     assert!(
         catalogue()
             .dataset("assistance-enrolment")
@@ -538,5 +556,66 @@ fn schemas_with_remote_refs_do_not_compile() {
     assert!(
         e.iter().any(|e| e.message.contains("does not compile")),
         "{e:#?}"
+    );
+}
+
+#[test]
+fn debug_output_never_shows_personal_data() {
+    let r = enrolment();
+    let name = r["head"]["name"].as_str().expect("name").to_owned();
+    let id = r["head"]["id_number"].as_str().expect("id").to_owned();
+    let v = catalogue()
+        .dataset("assistance-enrolment")
+        .expect("dataset")
+        .validate(r)
+        .expect("valid");
+    let shown = format!("{v:?}");
+    assert!(
+        !shown.contains(&name) && !shown.contains(&id[6..14]),
+        "{shown}"
+    );
+}
+
+#[test]
+fn birth_date_and_sex_must_agree_with_the_id_number() {
+    let mut r = enrolment();
+    let birth = r["members"][1]["birth_date"]
+        .as_str()
+        .expect("birth")
+        .to_owned();
+    let other_day = if birth.ends_with("01") {
+        format!("{}02", &birth[..8])
+    } else {
+        format!("{}01", &birth[..8])
+    };
+    r["members"][1]["birth_date"] = json!(other_day);
+    assert_error_at(
+        &errors("assistance-enrolment", r.clone()),
+        "/members/1/birth_date",
+        "birth date in the ID number",
+    );
+    r["members"][1]["birth_date"] = json!(birth);
+    let sex = r["members"][1]["sex"].as_str().expect("sex").to_owned();
+    r["members"][1]["sex"] = json!(if sex == "1" { "2" } else { "1" });
+    assert_error_at(
+        &errors("assistance-enrolment", r.clone()),
+        "/members/1/sex",
+        "sex encoded",
+    );
+    // 9 (未说明) does not contradict anything.
+    r["members"][1]["sex"] = json!("9");
+    assert!(
+        catalogue()
+            .dataset("assistance-enrolment")
+            .expect("dataset")
+            .validate(r)
+            .is_ok()
+    );
+    let mut s = settlement();
+    s["patient"]["birth_date"] = json!("1900-01-01");
+    assert_error_at(
+        &errors("medical-settlement", s),
+        "/patient/birth_date",
+        "birth date in the ID number",
     );
 }

@@ -9,7 +9,7 @@
 //! problem with its file, not only the first.
 //!
 //! [`Dataset::validate`] runs the compiled JSON Schema, then the domain checks
-//! the schema cannot express (see [`rules`](self) for the list):
+//! the schema cannot express (`catalogue/rules.rs`):
 //! - `x-kind: id_number`: GB 11643 check character, real non-future birth
 //!   date; normalised in place (lower-case `x` → `X`, 15 → 18 digits);
 //! - `x-kind: region`: GB/T 2260 shape; the health-insurance area codes
@@ -18,6 +18,7 @@
 //! - `x-kind: date` / `birth_date`: real calendar dates (birth dates not in the
 //!   future);
 //! - code tables: the schema's `enum`;
+//! - a person's `birth_date` and `sex` agree with their ID number;
 //! - per-dataset cross-field rules (validity order, 渐退期 ≤ 6 months, 刚性支出
 //!   certification ≤ 12 months, one household head, settlement shares ≤ total).
 //!
@@ -96,7 +97,8 @@ impl fmt::Display for RecordError {
 }
 
 /// A record that passed validation, with what the record store needs.
-#[derive(Clone, Debug)]
+/// `Debug` leaves out the record and the subjects: they are personal data.
+#[derive(Clone)]
 pub struct Validated {
     /// The record, normalised (ID numbers upper-case, 18 digits).
     pub record: Value,
@@ -107,6 +109,16 @@ pub struct Validated {
     /// ID numbers of the persons the record is about (`x-subjects`), without
     /// duplicates, in document order.
     pub subjects: Vec<IdNumber>,
+}
+
+impl fmt::Debug for Validated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Validated")
+            .field("natural_key", &self.natural_key)
+            .field("region", &self.region)
+            .field("subjects", &self.subjects.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A problem with a schema file found while loading the catalogue.
@@ -245,6 +257,9 @@ pub struct Dataset {
     key: Vec<Vec<Seg>>,
     region: Vec<Seg>,
     subjects: Vec<Vec<Seg>>,
+    /// Objects holding an ID number next to `birth_date` and/or `sex`: the
+    /// three must agree (GB 11643 encodes birth date and sex).
+    persons: Vec<Vec<Seg>>,
     rules: &'static [Rule],
 }
 
@@ -529,6 +544,26 @@ impl Compiler<'_> {
     }
 }
 
+/// Removes `pattern` from every schema whose `x-kind` has a domain check
+/// that decides the same question more strictly.
+fn strip_checked_patterns(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if matches!(
+                m.get("x-kind").and_then(Value::as_str),
+                Some("id_number" | "region" | "date" | "birth_date")
+            ) {
+                m.remove("pattern");
+            }
+            for child in m.values_mut() {
+                strip_checked_patterns(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_checked_patterns),
+        _ => {}
+    }
+}
+
 impl Dataset {
     fn compile(file: &Path, schema: Value) -> Result<Dataset, Vec<CatalogueError>> {
         let mut c = Compiler {
@@ -653,10 +688,16 @@ impl Dataset {
             ),
         }
 
+        // The validator runs on a copy without the `pattern`s of the fields
+        // the domain checks cover (IDs, regions, dates): those checks are
+        // stricter, and skipping the regexes keeps the publish path fast. The
+        // schema served to callers keeps its patterns as documentation.
+        let mut compiled = schema.clone();
+        strip_checked_patterns(&mut compiled);
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .should_validate_formats(false)
-            .build(&schema);
+            .build(&compiled);
         let validator = match validator {
             Ok(v) => Some(v),
             Err(e) => {
@@ -667,6 +708,30 @@ impl Dataset {
                 None
             }
         };
+        let persons = c
+            .fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::IdNumber && f.path.ends_with("id_number"))
+            .filter_map(|f| {
+                let parent = f.path.strip_suffix("id_number")?.trim_end_matches('.');
+                let sibling = |name: &str| {
+                    let p = if parent.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{parent}.{name}")
+                    };
+                    c.fields.iter().any(|g| g.path == p)
+                };
+                if !(sibling("birth_date") || sibling("sex")) {
+                    return None;
+                }
+                if parent.is_empty() {
+                    Some(Vec::new())
+                } else {
+                    parse_field_path(parent)
+                }
+            })
+            .collect();
         let checks = c
             .checks
             .iter()
@@ -694,6 +759,7 @@ impl Dataset {
                 key,
                 region,
                 subjects: subjects.into_iter().map(|(_, s)| s).collect(),
+                persons,
             }),
             _ => Err(c.errors),
         }
@@ -769,10 +835,9 @@ impl Dataset {
         }
         let schema_errors = errors.len();
         let mut subjects: Vec<IdNumber> = Vec::new();
-        let mut pointer = String::new();
+        let mut trail = Vec::new();
         for check in &self.checks {
-            pointer.clear();
-            path::visit_mut(&mut record, &check.segs, &mut pointer, &mut |v, p| {
+            path::visit_mut(&mut record, &check.segs, &mut trail, &mut |v, at| {
                 match check_leaf(check.kind, v, today) {
                     Ok(Some(id)) if check.subject => {
                         if !subjects.contains(&id) {
@@ -781,13 +846,17 @@ impl Dataset {
                     }
                     Ok(_) => {}
                     Err(message) => {
-                        // JSON Schema already named this value (wrong type or shape).
+                        let p = path::render(at);
+                        // JSON Schema already named this value (wrong type).
                         if !errors[..schema_errors].iter().any(|e| e.path == p) {
                             errors.push(RecordError::at(p, message));
                         }
                     }
                 }
             });
+        }
+        if errors.is_empty() {
+            self.check_persons(&mut record, &mut errors);
         }
         if errors.is_empty() {
             let mut found = Vec::new();
@@ -806,6 +875,53 @@ impl Dataset {
             region,
             subjects,
         })
+    }
+
+    /// Birth date and sex must agree with the (already normalised) ID number.
+    fn check_persons(&self, record: &mut Value, errors: &mut Vec<RecordError>) {
+        let mut trail = Vec::new();
+        for segs in &self.persons {
+            path::visit_mut(record, segs, &mut trail, &mut |person, at| {
+                let Some(id) = person.get("id_number").and_then(Value::as_str) else {
+                    return;
+                };
+                let (Some(year), Some(month), Some(day)) =
+                    (id.get(6..10), id.get(10..12), id.get(12..14))
+                else {
+                    return;
+                };
+                if let Some(b) = person.get("birth_date").and_then(Value::as_str)
+                    && (b.get(..4) != Some(year)
+                        || b.get(5..7) != Some(month)
+                        || b.get(8..10) != Some(day))
+                {
+                    let mut p = path::render(at);
+                    p.push_str("/birth_date");
+                    errors.push(RecordError::at(
+                        p,
+                        "does not match the birth date in the ID number",
+                    ));
+                }
+                let id_sex = id.as_bytes().get(16).map(|d| {
+                    if (d.wrapping_sub(b'0')) % 2 == 1 {
+                        "1"
+                    } else {
+                        "2"
+                    }
+                });
+                if let Some(sex) = person.get("sex").and_then(Value::as_str)
+                    && (sex == "1" || sex == "2")
+                    && Some(sex) != id_sex
+                {
+                    let mut p = path::render(at);
+                    p.push_str("/sex");
+                    errors.push(RecordError::at(
+                        p,
+                        "does not match the sex encoded in the ID number",
+                    ));
+                }
+            });
+        }
     }
 
     /// Extracts the key, region and subjects without validating anything else:

@@ -50,34 +50,53 @@ pub(crate) fn push_index(pointer: &mut String, index: usize) {
     let _ = write!(pointer, "/{index}");
 }
 
-/// Visits every value at `segs` under `value` with its JSON pointer. Missing
-/// properties and values of the wrong container type are skipped (JSON Schema
-/// reports those).
-pub(crate) fn visit_mut(
+/// One step of the way to a visited value; rendered as a JSON pointer only
+/// when needed (errors), so the valid path allocates nothing.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Tok<'s> {
+    Key(&'s str),
+    Index(usize),
+}
+
+/// Renders a trail of steps as a JSON pointer.
+pub(crate) fn render(trail: &[Tok<'_>]) -> String {
+    let mut p = String::new();
+    for t in trail {
+        match t {
+            Tok::Key(k) => push_token(&mut p, k),
+            Tok::Index(i) => push_index(&mut p, *i),
+        }
+    }
+    p
+}
+
+/// Visits every value at `segs` under `value` with the trail leading to it.
+/// Missing properties and values of the wrong container type are skipped
+/// (JSON Schema reports those).
+pub(crate) fn visit_mut<'s>(
     value: &mut Value,
-    segs: &[Seg],
-    pointer: &mut String,
-    f: &mut dyn FnMut(&mut Value, &str),
+    segs: &'s [Seg],
+    trail: &mut Vec<Tok<'s>>,
+    f: &mut dyn FnMut(&mut Value, &[Tok<'s>]),
 ) {
     let Some((first, rest)) = segs.split_first() else {
-        f(value, pointer);
+        f(value, trail);
         return;
     };
-    let len = pointer.len();
     match first {
         Seg::Key(k) => {
             if let Some(child) = value.as_object_mut().and_then(|o| o.get_mut(k.as_str())) {
-                push_token(pointer, k);
-                visit_mut(child, rest, pointer, f);
-                pointer.truncate(len);
+                trail.push(Tok::Key(k));
+                visit_mut(child, rest, trail, f);
+                trail.pop();
             }
         }
         Seg::Each => {
             if let Some(items) = value.as_array_mut() {
                 for (i, item) in items.iter_mut().enumerate() {
-                    push_index(pointer, i);
-                    visit_mut(item, rest, pointer, f);
-                    pointer.truncate(len);
+                    trail.push(Tok::Index(i));
+                    visit_mut(item, rest, trail, f);
+                    trail.pop();
                 }
             }
         }
