@@ -1,0 +1,545 @@
+//! Recompute everything: chains, Merkle roots, checkpoint signatures.
+//!
+//! [`verify`] streams `audit_events` ordered by `(log_id, seq)` once and, for
+//! every log, checks that
+//! - sequence numbers run 0, 1, 2, … without a gap (a gap = deleted events),
+//! - each row's `leaf_hash` is `SHA-256(0x00 || event bytes)` of its own
+//!   columns (else its content was modified, or it was moved: the encoding
+//!   binds log id and seq),
+//! - each row's `prev_hash` is the previous row's `hash` and its `hash` is
+//!   `SHA-256(prev_hash || leaf_hash)` (else rows were inserted, removed or
+//!   rewritten with recomputed hashes),
+//! - the RFC 6962 root recomputed from the leaves equals the root of every
+//!   stored checkpoint (and of every witness checkpoint given), and no
+//!   checkpoint covers more events than the log holds (truncation),
+//! - every checkpoint signature is valid (and made by a trusted key, when
+//!   trusted keys are given).
+//!
+//! Several instances write several logs; verification covers every log id
+//! found in `audit_logs`, `audit_events` or `audit_checkpoints`, so a log
+//! cannot hide by losing its events (its checkpoints remain) or its
+//! checkpoints (its registration and events remain). Removing a log
+//! entirely (all three) is only visible against checkpoints kept outside:
+//! pass them as witnesses ([`VerifyOptions::witnesses`]). Events after a
+//! log's newest checkpoint are chained but not yet signed; the report counts
+//! them per log (`unsigned_tail`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use sqlx::Row as _;
+
+use super::AuditError;
+use super::checkpoint::SignedCheckpoint;
+use super::merkle::{Frontier, Hash, leaf_hash};
+use super::record::{GENESIS, RecordRef, chain_hash};
+use super::store::{self, EVENT_COLUMNS};
+use crate::storage::Database;
+
+/// What to trust beyond the database itself.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Ed25519 public keys (hex) allowed to sign checkpoints. Empty: accept
+    /// any key whose signature is valid and list the keys in the report.
+    pub trusted_keys: Vec<String>,
+    /// Checkpoints kept by outside witnesses; each must match the log.
+    pub witnesses: Vec<SignedCheckpoint>,
+}
+
+/// What is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// The row's columns no longer hash to its leaf hash.
+    Modified,
+    /// Sequence numbers skip: events were deleted.
+    Deleted,
+    /// The row is internally consistent but belongs elsewhere (reordered,
+    /// renumbered or copied in from another position).
+    Reordered,
+    /// The row does not link to its predecessor: an event was inserted,
+    /// removed or rewritten with recomputed hashes.
+    ChainBroken,
+    /// A checkpoint covers more events than the log holds.
+    Truncated,
+    /// The recomputed root differs from a checkpoint's.
+    RootMismatch,
+    /// A checkpoint's signature is invalid.
+    BadSignature,
+    /// A checkpoint is signed by a key not in the trusted set.
+    UntrustedKey,
+    /// The subject index does not match the events.
+    SubjectIndex,
+    /// A row cannot be read (bad hash length, …).
+    Unreadable,
+}
+
+/// One problem found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The log.
+    pub log_id: String,
+    /// The position, when one event is concerned.
+    pub seq: Option<u64>,
+    /// The event id stored at that position.
+    pub event_id: Option<String>,
+    /// The kind of problem.
+    pub kind: ProblemKind,
+    /// What exactly.
+    pub detail: String,
+}
+
+/// Per-log summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogReport {
+    /// The log.
+    pub log_id: String,
+    /// Events read.
+    pub events: u64,
+    /// Recomputed root over all of them, hex.
+    pub root: String,
+    /// Checkpoints checked (stored and witness).
+    pub checkpoints_checked: u64,
+    /// Size of the newest stored checkpoint.
+    pub latest_checkpoint: Option<u64>,
+    /// Events after the newest checkpoint (chained, not yet signed).
+    pub unsigned_tail: u64,
+}
+
+/// The outcome of [`verify`].
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    /// No problem at all.
+    pub ok: bool,
+    /// Events read in total.
+    pub events: u64,
+    /// Per log.
+    pub logs: Vec<LogReport>,
+    /// The first problem (by log id, then position), if any.
+    pub first_problem: Option<Problem>,
+    /// All problems found (at most 100).
+    pub problems: Vec<Problem>,
+    /// Keys that signed the checkpoints, hex.
+    pub signing_keys: Vec<String>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// Events per second.
+    pub events_per_sec: u64,
+}
+
+const MAX_PROBLEMS: usize = 100;
+
+struct CheckpointCheck {
+    size: u64,
+    root: Hash,
+    what: String,
+}
+
+struct LogState {
+    log_id: String,
+    next_seq: u64,
+    prev: Hash,
+    frontier: Frontier,
+    checks: Vec<CheckpointCheck>,
+    next_check: usize,
+    checked: u64,
+    latest: Option<u64>,
+    broken: bool,
+    prev_event_id: Option<String>,
+}
+
+/// Verification state, fed one row at a time.
+pub(crate) struct Verifier {
+    opts: VerifyOptions,
+    checkpoints: BTreeMap<String, Vec<SignedCheckpoint>>,
+    pending_logs: BTreeSet<String>,
+    cur: Option<LogState>,
+    problems: Vec<Problem>,
+    logs: Vec<LogReport>,
+    keys: BTreeSet<String>,
+    events: u64,
+    subject_refs: u64,
+    buf: Vec<u8>,
+}
+
+impl Verifier {
+    pub(crate) fn new(opts: VerifyOptions, cps: Vec<SignedCheckpoint>, logs: Vec<String>) -> Self {
+        let mut checkpoints: BTreeMap<String, Vec<SignedCheckpoint>> = BTreeMap::new();
+        let mut pending_logs: BTreeSet<String> = logs.into_iter().collect();
+        for cp in cps {
+            pending_logs.insert(cp.log_id.clone());
+            checkpoints.entry(cp.log_id.clone()).or_default().push(cp);
+        }
+        for w in &opts.witnesses {
+            pending_logs.insert(w.log_id.clone());
+        }
+        Verifier {
+            opts,
+            checkpoints,
+            pending_logs,
+            cur: None,
+            problems: Vec::new(),
+            logs: Vec::new(),
+            keys: BTreeSet::new(),
+            events: 0,
+            subject_refs: 0,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    fn problem(&mut self, p: Problem) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p);
+        }
+    }
+
+    fn start_log(&mut self, log_id: &str) {
+        self.pending_logs.remove(log_id);
+        let mut checks = Vec::new();
+        let mut latest = None;
+        let stored = self.checkpoints.remove(log_id).unwrap_or_default();
+        let mut problems = Vec::new();
+        for cp in stored.iter().map(|c| (c, "checkpoint")).chain(
+            self.opts
+                .witnesses
+                .iter()
+                .filter(|w| w.log_id == log_id)
+                .map(|c| (c, "witness checkpoint")),
+        ) {
+            let (cp, what) = cp;
+            self.keys.insert(cp.public_key.clone());
+            if what == "checkpoint" {
+                latest = latest.max(Some(cp.tree_size));
+            }
+            if !cp.signature_valid() {
+                problems.push(Problem {
+                    log_id: log_id.to_owned(),
+                    seq: None,
+                    event_id: None,
+                    kind: ProblemKind::BadSignature,
+                    detail: format!(
+                        "{what} at tree size {} has an invalid signature",
+                        cp.tree_size
+                    ),
+                });
+            } else if !self.opts.trusted_keys.is_empty()
+                && !self
+                    .opts
+                    .trusted_keys
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&cp.public_key))
+            {
+                problems.push(Problem {
+                    log_id: log_id.to_owned(),
+                    seq: None,
+                    event_id: None,
+                    kind: ProblemKind::UntrustedKey,
+                    detail: format!(
+                        "{what} at tree size {} is signed by untrusted key {}",
+                        cp.tree_size, cp.public_key
+                    ),
+                });
+            }
+            checks.push(CheckpointCheck {
+                size: cp.tree_size,
+                root: cp.root,
+                what: format!("{what} at tree size {}", cp.tree_size),
+            });
+        }
+        for p in problems {
+            self.problem(p);
+        }
+        checks.sort_by_key(|c| c.size);
+        let mut st = LogState {
+            log_id: log_id.to_owned(),
+            next_seq: 0,
+            prev: GENESIS,
+            frontier: Frontier::new(),
+            checks,
+            next_check: 0,
+            checked: 0,
+            latest,
+            broken: false,
+            prev_event_id: None,
+        };
+        // A checkpoint of size 0 is meaningless; anything else is checked
+        // as the leaves arrive.
+        self.run_checks(&mut st);
+        self.cur = Some(st);
+    }
+
+    fn run_checks(&mut self, st: &mut LogState) {
+        while let Some(c) = st.checks.get(st.next_check) {
+            if c.size != st.frontier.size() {
+                if c.size < st.frontier.size() {
+                    st.next_check += 1;
+                    continue;
+                }
+                break;
+            }
+            st.checked += 1;
+            if st.frontier.root() != c.root {
+                let detail = format!(
+                    "recomputed root over {} events differs from the {}",
+                    c.size, c.what
+                );
+                let (log_id, seq) = (st.log_id.clone(), c.size.checked_sub(1));
+                st.next_check += 1;
+                self.problem(Problem {
+                    log_id,
+                    seq,
+                    event_id: None,
+                    kind: ProblemKind::RootMismatch,
+                    detail,
+                });
+                continue;
+            }
+            st.next_check += 1;
+        }
+    }
+
+    fn finish_log(&mut self) {
+        let Some(mut st) = self.cur.take() else {
+            return;
+        };
+        self.run_checks(&mut st);
+        let size = st.frontier.size();
+        if let Some(c) = st
+            .checks
+            .iter()
+            .skip(st.next_check)
+            .find(|c| c.size > st.next_seq)
+        {
+            let detail = format!(
+                "the {} covers {} events but the log ends after {} (events {}..{} deleted)",
+                c.what,
+                c.size,
+                st.next_seq,
+                st.next_seq,
+                c.size - 1
+            );
+            self.problem(Problem {
+                log_id: st.log_id.clone(),
+                seq: Some(st.next_seq),
+                event_id: None,
+                kind: ProblemKind::Truncated,
+                detail,
+            });
+        }
+        self.logs.push(LogReport {
+            log_id: st.log_id.clone(),
+            events: size,
+            root: hex::encode(st.frontier.root()),
+            checkpoints_checked: st.checked,
+            latest_checkpoint: st.latest,
+            unsigned_tail: size.saturating_sub(st.latest.unwrap_or(0)),
+        });
+    }
+
+    /// Logs with checkpoints or a registration but no events, before `upto`.
+    fn flush_empty_logs(&mut self, upto: Option<&str>) {
+        let empties: Vec<String> = self
+            .pending_logs
+            .iter()
+            .filter(|l| upto.is_none_or(|u| l.as_str() < u))
+            .cloned()
+            .collect();
+        for l in empties {
+            self.start_log(&l);
+            self.finish_log();
+        }
+    }
+
+    /// Feeds one stored row.
+    pub(crate) fn row(&mut self, rec: &RecordRef<'_>, leaf: &[u8], prev: &[u8], hash: &[u8]) {
+        if self.cur.as_ref().is_none_or(|c| c.log_id != rec.log_id) {
+            self.finish_log();
+            self.flush_empty_logs(Some(rec.log_id));
+            self.start_log(rec.log_id);
+        }
+        self.events += 1;
+        self.subject_refs += rec.subjects.split(' ').filter(|s| !s.is_empty()).count() as u64;
+        let Some(mut st) = self.cur.take() else {
+            return;
+        };
+        let mut found: Option<(ProblemKind, String)> = None;
+        let (Some(stored_leaf), Some(stored_prev), Some(stored_hash)) = (
+            store::to_hash(leaf),
+            store::to_hash(prev),
+            store::to_hash(hash),
+        ) else {
+            found = Some((
+                ProblemKind::Unreadable,
+                "a hash column is not 32 bytes".to_owned(),
+            ));
+            self.report(&mut st, rec, found);
+            st.next_seq = rec.seq + 1;
+            self.cur = Some(st);
+            return;
+        };
+        if rec.seq != st.next_seq {
+            found = Some((
+                ProblemKind::Deleted,
+                format!(
+                    "events {}..={} are missing (deleted): the next stored event is {}",
+                    st.next_seq,
+                    rec.seq.saturating_sub(1),
+                    rec.seq
+                ),
+            ));
+        }
+        self.buf.clear();
+        rec.encode_into(&mut self.buf);
+        let real_leaf = leaf_hash(&self.buf);
+        let leaf_ok = real_leaf == stored_leaf;
+        let prev_ok = stored_prev == st.prev;
+        let self_consistent = chain_hash(&stored_prev, &stored_leaf) == stored_hash;
+        if found.is_none() {
+            found = match (leaf_ok, prev_ok, self_consistent) {
+                (true, true, true) => None,
+                (false, false, true) => Some((
+                    ProblemKind::Reordered,
+                    "the row carries the hashes of another position: events were reordered or renumbered"
+                        .to_owned(),
+                )),
+                (false, _, _) => Some((
+                    ProblemKind::Modified,
+                    "the event's columns do not match its leaf hash: its content was modified".to_owned(),
+                )),
+                (true, false, _) => Some((
+                    ProblemKind::ChainBroken,
+                    match &st.prev_event_id {
+                        Some(id) => format!(
+                            "prev_hash does not match the hash of seq {} (event {id}): that event was rewritten with recomputed hashes, or this one was inserted",
+                            rec.seq.saturating_sub(1)
+                        ),
+                        None => "the first event does not start from the genesis hash: events before it were removed or it was inserted".to_owned(),
+                    },
+                )),
+                (true, true, false) => Some((
+                    ProblemKind::Modified,
+                    "the hash column was modified".to_owned(),
+                )),
+            };
+        }
+        self.report(&mut st, rec, found);
+        // Re-anchor on the stored values, so each later problem is reported
+        // where it is; roots use the recomputed leaves.
+        st.prev = stored_hash;
+        st.next_seq = rec.seq + 1;
+        st.frontier.push(real_leaf);
+        st.prev_event_id = Some(rec.event_id.to_owned());
+        self.run_checks(&mut st);
+        self.cur = Some(st);
+    }
+
+    fn report(
+        &mut self,
+        st: &mut LogState,
+        rec: &RecordRef<'_>,
+        found: Option<(ProblemKind, String)>,
+    ) {
+        if let Some((kind, detail)) = found {
+            st.broken = true;
+            self.problem(Problem {
+                log_id: rec.log_id.to_owned(),
+                seq: Some(rec.seq),
+                event_id: Some(rec.event_id.to_owned()),
+                kind,
+                detail,
+            });
+        }
+    }
+
+    /// Ends the run.
+    pub(crate) fn finish(
+        mut self,
+        subject_index_rows: Option<u64>,
+        started: Instant,
+    ) -> VerifyReport {
+        self.finish_log();
+        self.flush_empty_logs(None);
+        if let Some(rows) = subject_index_rows {
+            if rows != self.subject_refs {
+                self.problem(Problem {
+                    log_id: String::new(),
+                    seq: None,
+                    event_id: None,
+                    kind: ProblemKind::SubjectIndex,
+                    detail: format!(
+                        "the subject index has {rows} rows but the events name {} subjects",
+                        self.subject_refs
+                    ),
+                });
+            }
+        }
+        let mut problems = self.problems;
+        // Per-event problems in log order; global ones (subject index) last.
+        problems.sort_by(|a, b| {
+            (a.log_id.is_empty(), &a.log_id, a.seq).cmp(&(b.log_id.is_empty(), &b.log_id, b.seq))
+        });
+        let elapsed = started.elapsed();
+        VerifyReport {
+            ok: problems.is_empty(),
+            events: self.events,
+            logs: self.logs,
+            first_problem: problems.first().cloned(),
+            problems,
+            signing_keys: self.keys.into_iter().collect(),
+            elapsed_ms: elapsed.as_millis() as u64,
+            events_per_sec: (self.events as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
+        }
+    }
+}
+
+macro_rules! feed {
+    ($v:expr, $r:expr) => {{
+        let r = &$r;
+        let seq: i64 = r.try_get(1)?;
+        let rec = RecordRef {
+            log_id: r.try_get(0)?,
+            seq: seq as u64,
+            event_id: r.try_get(2)?,
+            time_ms: r.try_get(3)?,
+            kind: r.try_get(4)?,
+            department: r.try_get(5)?,
+            client_id: r.try_get(6)?,
+            datasets: r.try_get(7)?,
+            purpose: r.try_get(8)?,
+            decision: r.try_get(9)?,
+            status: r.try_get(10)?,
+            subjects: r.try_get(11)?,
+            body: r.try_get(12)?,
+        };
+        $v.row(&rec, r.try_get(13)?, r.try_get(14)?, r.try_get(15)?);
+    }};
+}
+
+/// Recomputes every log in `db`; see the module documentation. Errors only
+/// when the database cannot be read; everything wrong with the data is in
+/// the report.
+pub async fn verify(db: &Database, opts: VerifyOptions) -> Result<VerifyReport, AuditError> {
+    let started = Instant::now();
+    let cps = store::checkpoints(db, None).await?;
+    let logs = store::log_ids(db).await?;
+    let mut v = Verifier::new(opts, cps, logs);
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY log_id, seq");
+    match db {
+        Database::Sqlite(p) => {
+            let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(p);
+            while let Some(r) = rows.try_next().await? {
+                feed!(v, r);
+            }
+        }
+        Database::Postgres(p) => {
+            let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(p);
+            while let Some(r) = rows.try_next().await? {
+                feed!(v, r);
+            }
+        }
+    }
+    let idx = store::subject_index_rows(db).await?;
+    Ok(v.finish(Some(idx), started))
+}

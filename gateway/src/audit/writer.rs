@@ -1,0 +1,589 @@
+//! The single audit writer task: group commit, fail closed, recover alone.
+//!
+//! Request handlers call [`AuditWriter::append`]; it returns once the event
+//! is committed (SQLite `synchronous=FULL` or a PostgreSQL commit), so a
+//! response that waits for it never outruns its audit record. One task owns
+//! the log's head (next sequence number, last hash, Merkle frontier): it
+//! takes everything queued (up to `max_batch`), hashes it, inserts it in one
+//! transaction and answers every waiter. The queue is bounded, so callers
+//! feel backpressure instead of the process growing without limit.
+//!
+//! When a commit fails, the waiting callers get [`AuditError::Unavailable`]
+//! (the HTTP layer answers 503 and discloses nothing), readiness turns red
+//! ([`AuditWriter::health`]), later appends fail fast, and the task retries
+//! with exponential backoff (100 ms … 5 s), re-reading the head from the
+//! store first. The first successful write after an outage is a
+//! `store_outage` event recording when it started, when it ended and how
+//! many appends were refused; from then on appends succeed again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::AuditError;
+use super::checkpoint::{Checkpoint, SignedCheckpoint, SigningKey, valid_log_id};
+use super::event::{AuditEvent, EventKind, Outcome, now_ms, rfc3339_ms};
+use super::merkle::{Frontier, Hash};
+use super::record::{GENESIS, Record, hash_record};
+use super::store::{self, StoredEvent};
+use crate::storage::Database;
+
+/// Whether events are recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditMode {
+    /// Every event is committed before `append` returns. The only mode for
+    /// real use.
+    #[default]
+    Durable,
+    /// BENCH ONLY: nothing is recorded, `append` returns at once. Exists so
+    /// issue 6's benchmark can measure what durable audit costs; a gateway
+    /// running in this mode breaks the audit obligations and logs a warning
+    /// at start-up.
+    DisabledBenchOnly,
+}
+
+/// Writer configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// This instance's log id (1-64 of `[A-Za-z0-9._-]`), unique among the
+    /// instances sharing a database.
+    pub log_id: String,
+    /// The PKCS#8 PEM Ed25519 checkpoint key; generated if missing.
+    pub key_path: PathBuf,
+    /// Seconds between checkpoints (only when the log grew).
+    pub checkpoint_interval_secs: u64,
+    /// Bounded queue length (appends wait when it is full).
+    pub queue_capacity: usize,
+    /// Most events per transaction.
+    pub max_batch: usize,
+    /// Durable, or off for benchmarks only.
+    pub mode: AuditMode,
+    /// Retention, days (default 1100, just over 3 years; at least 1096 is
+    /// enforced by [`AuditConfig::validate`]). Nothing is ever deleted by
+    /// the gateway; this bounds what may be archived off-line.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            log_id: "gateway-1".to_owned(),
+            key_path: PathBuf::from("audit-signing-key.pem"),
+            checkpoint_interval_secs: 60,
+            queue_capacity: 65_536,
+            max_batch: 4_096,
+            mode: AuditMode::Durable,
+            retention_days: 1_100,
+        }
+    }
+}
+
+/// Three years and a day: PIPL art. 56 wants ≥ 3 years.
+pub const MIN_RETENTION_DAYS: u32 = 1_096;
+
+impl AuditConfig {
+    /// Every problem with the configuration.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if !valid_log_id(&self.log_id) {
+            errs.push(format!(
+                "audit.log_id {:?} must be 1-64 letters, digits, '.', '_' or '-'",
+                self.log_id.chars().take(70).collect::<String>()
+            ));
+        }
+        if self.checkpoint_interval_secs == 0 {
+            errs.push("audit.checkpoint_interval_secs must be at least 1".to_owned());
+        }
+        if self.queue_capacity == 0 || self.max_batch == 0 {
+            errs.push("audit.queue_capacity and audit.max_batch must be at least 1".to_owned());
+        }
+        if self.retention_days < MIN_RETENTION_DAYS {
+            errs.push(format!(
+                "audit.retention_days is {}, the law asks for at least {MIN_RETENTION_DAYS} (3 years)",
+                self.retention_days
+            ));
+        }
+        errs
+    }
+}
+
+/// What readiness reports.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AuditHealth {
+    /// Writing.
+    Ready,
+    /// The store refused the last write; retrying. `error` is for operators
+    /// (it may name tables), not for API callers.
+    Unavailable { since_ms: i64, error: String },
+    /// BENCH ONLY mode: nothing is recorded.
+    DisabledBenchOnly,
+    /// Shut down.
+    Stopped,
+}
+
+impl AuditHealth {
+    /// Whether data requests may be served.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, AuditHealth::Ready | AuditHealth::DisabledBenchOnly)
+    }
+}
+
+/// Where an event was committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The log.
+    pub log_id: String,
+    /// Its position.
+    pub seq: u64,
+    /// Its chain hash.
+    pub hash: Hash,
+}
+
+enum Msg {
+    Append(
+        Box<AuditEvent>,
+        oneshot::Sender<Result<Receipt, AuditError>>,
+    ),
+    Checkpoint(oneshot::Sender<Result<Option<SignedCheckpoint>, AuditError>>),
+    Shutdown(oneshot::Sender<Option<SignedCheckpoint>>),
+}
+
+/// Handle to the writer task. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditWriter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: Option<mpsc::Sender<Msg>>,
+    health: watch::Receiver<AuditHealth>,
+    log_id: String,
+    public_key: String,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Msg")
+    }
+}
+
+impl AuditWriter {
+    /// Loads (or creates) the signing key, registers the log, resumes the
+    /// chain from the last stored event and starts the writer task.
+    ///
+    /// In [`AuditMode::DisabledBenchOnly`] nothing is touched and every
+    /// append succeeds without recording anything.
+    pub async fn spawn(db: Database, config: AuditConfig) -> Result<Self, AuditError> {
+        let errs = config.validate();
+        if !errs.is_empty() {
+            return Err(AuditError::Config(errs.join("; ")));
+        }
+        if config.mode == AuditMode::DisabledBenchOnly {
+            tracing::warn!("audit is DISABLED (bench-only mode): no access is recorded");
+            let (_tx, health) = watch::channel(AuditHealth::DisabledBenchOnly);
+            return Ok(AuditWriter {
+                inner: Arc::new(Inner {
+                    tx: None,
+                    health,
+                    log_id: config.log_id,
+                    public_key: String::new(),
+                }),
+            });
+        }
+        let key = SigningKey::load_or_generate(&config.key_path)?;
+        Self::spawn_with_key(db, config, key).await
+    }
+
+    /// As [`AuditWriter::spawn`] with a key already loaded.
+    pub async fn spawn_with_key(
+        db: Database,
+        config: AuditConfig,
+        key: SigningKey,
+    ) -> Result<Self, AuditError> {
+        let errs = config.validate();
+        if !errs.is_empty() {
+            return Err(AuditError::Config(errs.join("; ")));
+        }
+        store::ensure_log(&db, &config.log_id, key.public_key_hex(), now_ms()).await?;
+        let head = Head::resume(&db, &config.log_id).await?;
+        let last_cp = store::latest_checkpoint(&db, &config.log_id)
+            .await?
+            .map(|c| c.tree_size)
+            .unwrap_or(0);
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let (health_tx, health) = watch::channel(AuditHealth::Ready);
+        let public_key = key.public_key_hex().to_owned();
+        let log_id = config.log_id.clone();
+        let task = Task {
+            db,
+            config,
+            key,
+            head: Some(head),
+            last_checkpoint_size: last_cp,
+            health: health_tx,
+            outage: None,
+            backoff: INITIAL_BACKOFF,
+            retry_at: None,
+            scratch: Vec::with_capacity(4096),
+        };
+        tokio::spawn(task.run(rx));
+        Ok(AuditWriter {
+            inner: Arc::new(Inner {
+                tx: Some(tx),
+                health,
+                log_id,
+                public_key,
+            }),
+        })
+    }
+
+    /// Records `event` and returns once it is committed. `Ok(None)` only in
+    /// bench-only mode. While the store is failing this returns
+    /// [`AuditError::Unavailable`] at once: answer 503, disclose nothing.
+    pub async fn append(&self, event: AuditEvent) -> Result<Option<Receipt>, AuditError> {
+        let Some(tx) = &self.inner.tx else {
+            return Ok(None);
+        };
+        let (reply, rx) = oneshot::channel();
+        tx.send(Msg::Append(Box::new(event), reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?.map(Some)
+    }
+
+    /// The writer's state, for readiness.
+    pub fn health(&self) -> AuditHealth {
+        self.inner.health.borrow().clone()
+    }
+
+    /// A receiver that changes with [`AuditWriter::health`].
+    pub fn watch_health(&self) -> watch::Receiver<AuditHealth> {
+        self.inner.health.clone()
+    }
+
+    /// This instance's log id.
+    pub fn log_id(&self) -> &str {
+        &self.inner.log_id
+    }
+
+    /// The checkpoint public key, hex (empty in bench-only mode).
+    pub fn public_key_hex(&self) -> &str {
+        &self.inner.public_key
+    }
+
+    /// Signs and stores a checkpoint now if the log grew since the last one;
+    /// returns it (or `None` if there was nothing new).
+    pub async fn checkpoint_now(&self) -> Result<Option<SignedCheckpoint>, AuditError> {
+        let Some(tx) = &self.inner.tx else {
+            return Ok(None);
+        };
+        let (reply, rx) = oneshot::channel();
+        tx.send(Msg::Checkpoint(reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Commits everything queued, writes a final checkpoint and stops the
+    /// task. Later appends fail with [`AuditError::Closed`].
+    pub async fn shutdown(&self) -> Option<SignedCheckpoint> {
+        let tx = self.inner.tx.as_ref()?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Msg::Shutdown(reply)).await.ok()?;
+        rx.await.ok().flatten()
+    }
+}
+
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The log's head as the writer knows it.
+struct Head {
+    next_seq: u64,
+    last_hash: Hash,
+    frontier: Frontier,
+}
+
+impl Head {
+    async fn resume(db: &Database, log_id: &str) -> Result<Self, AuditError> {
+        let (next_seq, last_hash) = match store::head(db, log_id).await? {
+            Some((seq, h)) => (seq + 1, h),
+            None => (0, GENESIS),
+        };
+        let frontier = store::frontier(db, log_id, next_seq).await?;
+        Ok(Head {
+            next_seq,
+            last_hash,
+            frontier,
+        })
+    }
+}
+
+struct Outage {
+    since_ms: i64,
+    refused: u64,
+    error_class: &'static str,
+}
+
+struct Task {
+    db: Database,
+    config: AuditConfig,
+    key: SigningKey,
+    /// `None` after a failed write: re-read from the store before the next.
+    head: Option<Head>,
+    last_checkpoint_size: u64,
+    health: watch::Sender<AuditHealth>,
+    outage: Option<Outage>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    scratch: Vec<u8>,
+}
+
+type Waiter = oneshot::Sender<Result<Receipt, AuditError>>;
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let period = Duration::from_secs(self.config.checkpoint_interval_secs);
+        let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: Vec<Msg> = Vec::new();
+        loop {
+            let retry_at = self.retry_at;
+            let first = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => { self.final_checkpoint().await; break; }
+                },
+                _ = ticker.tick() => {
+                    if let Err(e) = self.checkpoint().await {
+                        tracing::warn!(error = %e, "audit checkpoint failed; will retry");
+                    }
+                    continue;
+                }
+                _ = sleep_until_opt(retry_at) => {
+                    // Probe: try to write the outage record on its own.
+                    self.write(Vec::new()).await;
+                    continue;
+                }
+            };
+            pending.push(first);
+            // Group commit: take whatever else is queued.
+            while pending.len() < self.config.max_batch {
+                match rx.try_recv() {
+                    Ok(m) => pending.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut batch = Vec::with_capacity(pending.len());
+            let mut control = Vec::new();
+            for m in pending.drain(..) {
+                match m {
+                    Msg::Append(ev, w) => batch.push((*ev, w)),
+                    other => control.push(other),
+                }
+            }
+            if !batch.is_empty() {
+                self.write(batch).await;
+            }
+            let mut stop = false;
+            for m in control {
+                match m {
+                    Msg::Checkpoint(reply) => {
+                        let _ = reply.send(self.checkpoint().await);
+                    }
+                    Msg::Shutdown(reply) => {
+                        // Commit whatever raced in before the shutdown.
+                        rx.close();
+                        let mut rest = Vec::new();
+                        while let Ok(Msg::Append(ev, w)) = rx.try_recv() {
+                            rest.push((*ev, w));
+                        }
+                        if !rest.is_empty() {
+                            self.write(rest).await;
+                        }
+                        let _ = reply.send(self.final_checkpoint().await);
+                        stop = true;
+                    }
+                    Msg::Append(..) => {}
+                }
+            }
+            if stop {
+                break;
+            }
+        }
+        let _ = self.health.send(AuditHealth::Stopped);
+    }
+
+    async fn final_checkpoint(&mut self) -> Option<SignedCheckpoint> {
+        match self.checkpoint().await {
+            Ok(cp) => cp,
+            Err(e) => {
+                tracing::warn!(error = %e, "final audit checkpoint failed");
+                None
+            }
+        }
+    }
+
+    /// Commits `batch` (after the outage record, if the store was down) or
+    /// fails it; answers every waiter.
+    async fn write(&mut self, batch: Vec<(AuditEvent, Waiter)>) {
+        if let Some(at) = self.retry_at {
+            if Instant::now() < at {
+                if let Some(o) = self.outage.as_mut() {
+                    o.refused += batch.len() as u64;
+                }
+                for (_, w) in batch {
+                    let _ = w.send(Err(AuditError::Unavailable));
+                }
+                return;
+            }
+        }
+        let mut events: Vec<AuditEvent> = Vec::with_capacity(batch.len() + 1);
+        if let Some(o) = &self.outage {
+            let now = now_ms();
+            events.push(
+                AuditEvent::builder(EventKind::StoreOutage, "audit.store_recovered")
+                    .decision(Outcome::Error, Vec::<String>::new(), None)
+                    .error_class(o.error_class)
+                    .reason(format!(
+                        "audit store unavailable from {} to {}; {} append(s) refused",
+                        rfc3339_ms(o.since_ms),
+                        rfc3339_ms(now),
+                        o.refused
+                    ))
+                    .build(),
+            );
+        } else if batch.is_empty() {
+            return;
+        }
+        let mut waiters = Vec::with_capacity(batch.len());
+        for (ev, w) in batch {
+            events.push(ev);
+            waiters.push(w);
+        }
+        let skip = events.len() - waiters.len();
+        match self.commit(&mut events).await {
+            Ok(receipts) => {
+                if self.outage.take().is_some() {
+                    tracing::info!("audit store writable again");
+                }
+                self.backoff = INITIAL_BACKOFF;
+                self.retry_at = None;
+                self.health.send_if_modified(|h| {
+                    let changed = *h != AuditHealth::Ready;
+                    *h = AuditHealth::Ready;
+                    changed
+                });
+                for (w, r) in waiters.into_iter().zip(receipts.into_iter().skip(skip)) {
+                    let _ = w.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                self.head = None;
+                let class = e.class();
+                tracing::error!(error = %e, events = waiters.len(), "audit store write failed; refusing appends");
+                let now = now_ms();
+                let o = self.outage.get_or_insert(Outage {
+                    since_ms: now,
+                    refused: 0,
+                    error_class: class,
+                });
+                o.refused += waiters.len() as u64;
+                let since = o.since_ms;
+                let _ = self.health.send(AuditHealth::Unavailable {
+                    since_ms: since,
+                    error: e.to_string(),
+                });
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                for w in waiters {
+                    let _ = w.send(Err(AuditError::Unavailable));
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self, events: &mut [AuditEvent]) -> Result<Vec<Receipt>, AuditError> {
+        if self.head.is_none() {
+            self.head = Some(Head::resume(&self.db, &self.config.log_id).await?);
+        }
+        let Some(head) = self.head.as_mut() else {
+            return Err(AuditError::Corrupt("no log head"));
+        };
+        let log_id = self.config.log_id.as_str();
+        let mut rows = Vec::with_capacity(events.len());
+        let mut prev = head.last_hash;
+        let mut frontier = head.frontier.clone();
+        for (i, ev) in events.iter_mut().enumerate() {
+            ev.instance_id = log_id.to_owned();
+            let record = Record::from_event(log_id, head.next_seq + i as u64, ev)?;
+            let (leaf, hash) = hash_record(&record.as_ref(), &prev, &mut self.scratch);
+            frontier.push(leaf);
+            rows.push(StoredEvent {
+                record,
+                leaf_hash: leaf,
+                prev_hash: prev,
+                hash,
+            });
+            prev = hash;
+        }
+        if let Err(e) = store::append_batch(&self.db, &rows).await {
+            // The commit may have happened even though we saw an error
+            // (connection lost during COMMIT): settle it by looking.
+            let last_id = rows.last().map(|r| r.record.event_id.clone());
+            match last_id {
+                Some(id) if store::event_exists(&self.db, &id).await.unwrap_or(false) => {}
+                _ => return Err(e),
+            }
+        }
+        head.next_seq += rows.len() as u64;
+        head.last_hash = prev;
+        head.frontier = frontier;
+        Ok(rows
+            .into_iter()
+            .map(|r| Receipt {
+                log_id: r.record.log_id,
+                seq: r.record.seq,
+                hash: r.hash,
+            })
+            .collect())
+    }
+
+    async fn checkpoint(&mut self) -> Result<Option<SignedCheckpoint>, AuditError> {
+        if self.head.is_none() {
+            self.head = Some(Head::resume(&self.db, &self.config.log_id).await?);
+        }
+        let Some(head) = &self.head else {
+            return Ok(None);
+        };
+        let size = head.frontier.size();
+        if size == 0 || size <= self.last_checkpoint_size {
+            return Ok(None);
+        }
+        let cp = Checkpoint {
+            log_id: self.config.log_id.clone(),
+            tree_size: size,
+            root: head.frontier.root(),
+            time_ms: now_ms(),
+        };
+        let signed = self.key.sign(&cp);
+        store::insert_checkpoint(&self.db, &signed, &head.frontier.to_bytes()).await?;
+        self.last_checkpoint_size = size;
+        Ok(Some(signed))
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

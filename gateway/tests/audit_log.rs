@@ -1,0 +1,727 @@
+//! The audit log against real databases: writing, verification, tampering,
+//! proofs, recovery, restart. SQLite always; PostgreSQL when
+//! GATEWAY_TEST_DATABASE_URL is set.
+
+#[macro_use]
+#[path = "audit_common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::{ID_A, ID_B, TestDb, access, id, keys, writer};
+use gateway::audit::verify::ProblemKind;
+use gateway::audit::{
+    AuditError, AuditEvent, AuditHealth, EventKind, VerifyOptions, archive, proofs, query, verify,
+};
+use gateway::storage::Database;
+
+async fn fill(t: &TestDb, log: &str, n: u64) -> gateway::audit::AuditWriter {
+    let w = writer(t, log).await;
+    let a = id(ID_A);
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let w = w.clone();
+        let ev = access(
+            i,
+            if i % 2 == 0 {
+                "health-insurance"
+            } else {
+                "education"
+            },
+            (i % 5 == 0).then_some(&a),
+        );
+        tasks.push(tokio::spawn(async move { w.append(ev).await }));
+    }
+    for t in tasks {
+        let r = t.await.expect("join").expect("append");
+        assert!(r.is_some());
+    }
+    w
+}
+
+async fn seq_event_id(t: &TestDb, log: &str, seq: i64) -> String {
+    let sql = "SELECT event_id FROM audit_events WHERE log_id = $1 AND seq = $2";
+    match &t.db {
+        Database::Sqlite(p) => {
+            sqlx::query_scalar(sql)
+                .bind(log)
+                .bind(seq)
+                .fetch_one(p)
+                .await
+        }
+        Database::Postgres(p) => {
+            sqlx::query_scalar(sql)
+                .bind(log)
+                .bind(seq)
+                .fetch_one(p)
+                .await
+        }
+    }
+    .expect("event id")
+}
+
+async fn clean_log_verifies(t: &TestDb) {
+    let w = fill(t, "gw-a", 200).await;
+    let cp = w
+        .checkpoint_now()
+        .await
+        .expect("checkpoint")
+        .expect("new checkpoint");
+    assert_eq!(cp.tree_size, 200);
+    assert!(cp.signature_valid());
+    // Nothing new: no second checkpoint.
+    assert!(w.checkpoint_now().await.expect("checkpoint").is_none());
+    let r = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(r.ok, "{}: {:?}", t.name, r.first_problem);
+    assert_eq!(r.events, 200);
+    assert_eq!(r.logs.len(), 1);
+    assert_eq!(r.logs[0].root, hex::encode(cp.root));
+    assert_eq!(r.logs[0].checkpoints_checked, 1);
+    assert_eq!(r.logs[0].unsigned_tail, 0);
+    assert_eq!(r.signing_keys, vec![w.public_key_hex().to_owned()]);
+    // Trusting another key fails, naming the untrusted signature.
+    let r = verify(
+        &t.db,
+        VerifyOptions {
+            trusted_keys: vec!["00".repeat(32)],
+            ..VerifyOptions::default()
+        },
+    )
+    .await
+    .expect("verify");
+    assert_eq!(
+        r.first_problem.map(|p| p.kind),
+        Some(ProblemKind::UntrustedKey)
+    );
+    // The tables refuse updates and deletes through SQL as well.
+    let upd = match &t.db {
+        Database::Sqlite(p) => sqlx::query("UPDATE audit_events SET status = 1")
+            .execute(p)
+            .await
+            .is_err(),
+        Database::Postgres(p) => sqlx::query("UPDATE audit_events SET status = 1")
+            .execute(p)
+            .await
+            .is_err(),
+    };
+    assert!(upd, "{}: append-only guard", t.name);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn clean_log_verifies_and_is_append_only() {
+    on_each_backend!(clean_log_verifies);
+}
+
+/// Builds a 60-event log with a checkpoint, drops the guards, applies
+/// `tamper`, and returns the first problem.
+async fn tampered(t: &TestDb, sql: &str) -> gateway::audit::verify::Problem {
+    let w = fill(t, "gw-a", 60).await;
+    w.checkpoint_now().await.expect("checkpoint");
+    w.shutdown().await;
+    let before = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(before.ok, "{:?}", before.first_problem);
+    t.drop_guards().await;
+    t.exec(sql).await;
+    let r = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(!r.ok, "{}: tampering with {sql:?} went unnoticed", t.name);
+    r.first_problem.expect("a problem")
+}
+
+async fn tamper_update(t: &TestDb) {
+    let p = tampered(
+        t,
+        "UPDATE audit_events SET department = 'housing' WHERE seq = 10",
+    )
+    .await;
+    assert_eq!(
+        (p.log_id.as_str(), p.seq, p.kind),
+        ("gw-a", Some(10), ProblemKind::Modified),
+        "{}",
+        t.name
+    );
+    assert_eq!(p.event_id, Some(seq_event_id(t, "gw-a", 10).await));
+}
+
+async fn tamper_update_body(t: &TestDb) {
+    let p = tampered(
+        t,
+        "UPDATE audit_events SET body = replace(body, 'medical-assistance', 'other') WHERE seq = 33",
+    )
+    .await;
+    assert_eq!(
+        (p.seq, p.kind),
+        (Some(33), ProblemKind::Modified),
+        "{}",
+        t.name
+    );
+}
+
+async fn tamper_delete(t: &TestDb) {
+    let p = tampered(t, "DELETE FROM audit_events WHERE seq = 17").await;
+    assert_eq!(
+        (p.seq, p.kind),
+        (Some(18), ProblemKind::Deleted),
+        "{}",
+        t.name
+    );
+    assert!(p.detail.contains("17"), "{}", p.detail);
+}
+
+async fn tamper_delete_tail(t: &TestDb) {
+    let p = tampered(t, "DELETE FROM audit_events WHERE seq >= 55").await;
+    assert_eq!(
+        (p.seq, p.kind),
+        (Some(55), ProblemKind::Truncated),
+        "{}",
+        t.name
+    );
+}
+
+async fn tamper_insert(t: &TestDb) {
+    // Make room at seq 20 and copy another event in there, with a new id.
+    let p = tampered(
+        t,
+        "UPDATE audit_events SET seq = seq + 1000000 WHERE seq >= 20; \
+         UPDATE audit_events SET seq = seq - 999999 WHERE seq >= 1000000; \
+         INSERT INTO audit_events (log_id, seq, event_id, time_ms, kind, department, client_id, \
+           datasets, purpose, decision, status, subjects, body, leaf_hash, prev_hash, hash) \
+         SELECT log_id, 20, 'forged-event', time_ms, kind, department, client_id, datasets, purpose, \
+           decision, status, subjects, body, leaf_hash, prev_hash, hash \
+         FROM audit_events WHERE seq = 5;",
+    )
+    .await;
+    assert_eq!(p.seq, Some(20), "{}: {p:?}", t.name);
+    assert_eq!(p.event_id.as_deref(), Some("forged-event"));
+}
+
+async fn tamper_reorder(t: &TestDb) {
+    let p = tampered(
+        t,
+        "UPDATE audit_events SET seq = 1000 WHERE seq = 7; \
+         UPDATE audit_events SET seq = 7 WHERE seq = 8; \
+         UPDATE audit_events SET seq = 8 WHERE seq = 1000;",
+    )
+    .await;
+    assert_eq!(
+        (p.seq, p.kind),
+        (Some(7), ProblemKind::Reordered),
+        "{}",
+        t.name
+    );
+}
+
+async fn tamper_checkpoint(t: &TestDb) {
+    let sql = match t.db {
+        Database::Sqlite(_) => "UPDATE audit_checkpoints SET tree_size = 59",
+        Database::Postgres(_) => "UPDATE audit_checkpoints SET tree_size = 59",
+    };
+    let p = tampered(t, sql).await;
+    assert_eq!(p.kind, ProblemKind::BadSignature, "{}", t.name);
+}
+
+async fn tamper_subject_index(t: &TestDb) {
+    let p = tampered(t, "DELETE FROM audit_event_subjects WHERE seq = 0").await;
+    assert_eq!(p.kind, ProblemKind::SubjectIndex, "{}", t.name);
+}
+
+#[tokio::test]
+async fn tampering_by_update_is_named() {
+    on_each_backend!(tamper_update);
+    on_each_backend!(tamper_update_body);
+}
+
+#[tokio::test]
+async fn tampering_by_delete_is_named() {
+    on_each_backend!(tamper_delete);
+    on_each_backend!(tamper_delete_tail);
+}
+
+#[tokio::test]
+async fn tampering_by_insert_is_named() {
+    on_each_backend!(tamper_insert);
+}
+
+#[tokio::test]
+async fn tampering_by_reorder_is_named() {
+    on_each_backend!(tamper_reorder);
+}
+
+#[tokio::test]
+async fn tampering_with_checkpoints_and_index_is_named() {
+    on_each_backend!(tamper_checkpoint);
+    on_each_backend!(tamper_subject_index);
+}
+
+async fn rewrite_with_recomputed_hashes(t: &TestDb) {
+    // A careful forger rewrites event 40 and recomputes its hashes; the
+    // next event no longer links to it.
+    let w = fill(t, "gw-a", 60).await;
+    w.checkpoint_now().await.expect("checkpoint");
+    w.shutdown().await;
+    t.drop_guards().await;
+    let mut e = gateway::audit::store::events_range(&t.db, "gw-a", 40, 41)
+        .await
+        .expect("read")
+        .remove(0);
+    e.record.department = "housing".into();
+    let mut buf = Vec::new();
+    let (leaf, hash) =
+        gateway::audit::record::hash_record(&e.record.as_ref(), &e.prev_hash, &mut buf);
+    let sql = "UPDATE audit_events SET department = $1, leaf_hash = $2, hash = $3 WHERE log_id = 'gw-a' AND seq = 40";
+    match &t.db {
+        Database::Sqlite(p) => sqlx::query(sql)
+            .bind("housing")
+            .bind(leaf.to_vec())
+            .bind(hash.to_vec())
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Database::Postgres(p) => sqlx::query(sql)
+            .bind("housing")
+            .bind(leaf.to_vec())
+            .bind(hash.to_vec())
+            .execute(p)
+            .await
+            .map(|_| ()),
+    }
+    .expect("update");
+    let r = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    let p = r.first_problem.expect("detected");
+    assert_eq!(
+        (p.seq, p.kind),
+        (Some(41), ProblemKind::ChainBroken),
+        "{}",
+        t.name
+    );
+    assert!(p.detail.contains("seq 40"), "{}", p.detail);
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::RootMismatch)
+    );
+}
+
+#[tokio::test]
+async fn rewriting_with_recomputed_hashes_is_named() {
+    on_each_backend!(rewrite_with_recomputed_hashes);
+}
+
+async fn proofs_verify(t: &TestDb) {
+    let w = fill(t, "gw-a", 37).await;
+    let first = w.checkpoint_now().await.expect("cp").expect("cp");
+    for i in 0..20 {
+        w.append(access(100 + i, "housing", Some(&id(ID_B))))
+            .await
+            .expect("append");
+    }
+    let second = w.checkpoint_now().await.expect("cp").expect("cp");
+    assert_eq!((first.tree_size, second.tree_size), (37, 57));
+    let ev = seq_event_id(t, "gw-a", 12).await;
+    let p = proofs::inclusion_proof(&t.db, &ev).await.expect("proof");
+    assert_eq!(p.checkpoint, second);
+    p.verify(&[w.public_key_hex().to_owned()])
+        .expect("proof verifies");
+    assert!(p.proof.verify(&second.root));
+    assert!(!p.proof.verify(&first.root), "wrong root must fail");
+    let mut bad = p.clone();
+    bad.checkpoint.root[0] ^= 1;
+    assert!(bad.verify(&[]).is_err());
+    let mut bad = p.clone();
+    bad.proof.leaf_index = 13;
+    assert!(bad.verify(&[]).is_err());
+    assert!(p.verify(&["11".repeat(32)]).is_err(), "untrusted key");
+    // Newer than the latest checkpoint.
+    let r = w
+        .append(access(999, "housing", None))
+        .await
+        .expect("append")
+        .expect("receipt");
+    let newest = seq_event_id(t, "gw-a", r.seq as i64).await;
+    assert!(matches!(
+        proofs::inclusion_proof(&t.db, &newest).await,
+        Err(AuditError::NotYetCheckpointed(_))
+    ));
+    assert!(matches!(
+        proofs::inclusion_proof(&t.db, "nope").await,
+        Err(AuditError::NotFound(_))
+    ));
+    // Consistency between the two checkpoints.
+    let c = proofs::consistency_proof(&t.db, "gw-a", 37, None)
+        .await
+        .expect("consistency");
+    c.verify(&[]).expect("consistent");
+    let mut bad = c.clone();
+    bad.first.root[5] ^= 1;
+    assert!(bad.verify(&[]).is_err());
+    // Export for witnesses; a witness's copy is checked by verify.
+    let export = proofs::export_checkpoints(&t.db, None)
+        .await
+        .expect("export");
+    assert_eq!(export.checkpoints.len(), 2);
+    assert_eq!(export.public_keys, vec![w.public_key_hex().to_owned()]);
+    let json = serde_json::to_string(&export).expect("json");
+    let back: gateway::audit::CheckpointExport = serde_json::from_str(&json).expect("parse");
+    let r = verify(
+        &t.db,
+        VerifyOptions {
+            witnesses: back.checkpoints.clone(),
+            trusted_keys: back.public_keys.clone(),
+        },
+    )
+    .await
+    .expect("verify");
+    assert!(r.ok, "{:?}", r.first_problem);
+    assert_eq!(r.logs[0].checkpoints_checked, 4);
+    assert_eq!(r.logs[0].unsigned_tail, 1);
+    w.shutdown().await;
+    // A witness that saw a different history is a mismatch.
+    let other = SigningKeyHelper::forged(&second);
+    let r = verify(
+        &t.db,
+        VerifyOptions {
+            witnesses: vec![other],
+            ..VerifyOptions::default()
+        },
+    )
+    .await
+    .expect("verify");
+    assert_eq!(
+        r.first_problem.map(|p| p.kind),
+        Some(ProblemKind::RootMismatch)
+    );
+}
+
+struct SigningKeyHelper;
+impl SigningKeyHelper {
+    fn forged(cp: &gateway::audit::SignedCheckpoint) -> gateway::audit::SignedCheckpoint {
+        let k = gateway::audit::SigningKey::generate().expect("key");
+        let mut c = cp.checkpoint();
+        c.root[0] ^= 0xff;
+        k.sign(&c)
+    }
+}
+
+#[tokio::test]
+async fn inclusion_and_consistency_proofs_verify_and_fail_on_wrong_root() {
+    on_each_backend!(proofs_verify);
+}
+
+async fn restart_resumes(t: &TestDb) {
+    let w = fill(t, "gw-a", 25).await;
+    w.checkpoint_now().await.expect("cp");
+    for i in 0..5 {
+        w.append(access(i, "education", None))
+            .await
+            .expect("append");
+    }
+    // "Crash": the handle is dropped without a shutdown; the task ends
+    // when the channel closes. The next writer must resume from the store.
+    drop(w);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let w2 = writer(t, "gw-a").await;
+    let r = w2
+        .append(access(77, "education", None))
+        .await
+        .expect("append")
+        .expect("receipt");
+    assert_eq!(r.seq, 30, "{}", t.name);
+    let cp = w2.shutdown().await.expect("final checkpoint");
+    assert_eq!(cp.tree_size, 31);
+    let rep = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(rep.ok, "{}: {:?}", t.name, rep.first_problem);
+    assert_eq!(rep.events, 31);
+    // Two keys signed (a new one per writer here); both valid.
+    assert_eq!(rep.signing_keys.len(), 2);
+    assert!(matches!(
+        w2.append(access(1, "x", None)).await,
+        Err(AuditError::Closed)
+    ));
+    assert_eq!(w2.health(), AuditHealth::Stopped);
+}
+
+#[tokio::test]
+async fn restart_resumes_the_chain() {
+    on_each_backend!(restart_resumes);
+}
+
+async fn two_instances(t: &TestDb) {
+    let a = writer(t, "gw-a").await;
+    let b = writer(t, "gw-b").await;
+    let mut tasks = Vec::new();
+    for i in 0..100u64 {
+        let w = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            w.append(access(i, "housing", None)).await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("append");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    let r = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(r.ok, "{:?}", r.first_problem);
+    assert_eq!(
+        r.logs.iter().map(|l| l.events).collect::<Vec<_>>(),
+        vec![50, 50]
+    );
+    // Deleting a whole log's events leaves its checkpoints: detected.
+    t.drop_guards().await;
+    t.exec("DELETE FROM audit_events WHERE log_id = 'gw-b'")
+        .await;
+    let r = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    let p = r.first_problem.expect("detected");
+    assert_eq!(
+        (p.log_id.as_str(), p.kind),
+        ("gw-b", ProblemKind::Truncated)
+    );
+}
+
+#[tokio::test]
+async fn several_instances_write_their_own_logs_and_verify_covers_all() {
+    on_each_backend!(two_instances);
+}
+
+/// Makes the audit table unwritable and writable again.
+async fn break_store(t: &TestDb, broken: bool) {
+    let sql = match (&t.db, broken) {
+        (Database::Sqlite(_), true) => "ALTER TABLE audit_events RENAME TO audit_events_away",
+        (Database::Sqlite(_), false) => "ALTER TABLE audit_events_away RENAME TO audit_events",
+        (Database::Postgres(_), true) => {
+            "ALTER TABLE audit_events ADD CONSTRAINT audit_outage CHECK (seq < 0) NOT VALID"
+        }
+        (Database::Postgres(_), false) => "ALTER TABLE audit_events DROP CONSTRAINT audit_outage",
+    };
+    t.exec(sql).await;
+}
+
+async fn recovers(t: &TestDb) {
+    let w = fill(t, "gw-a", 10).await;
+    assert_eq!(w.health(), AuditHealth::Ready);
+    break_store(t, true).await;
+    let e = w.append(access(1, "education", None)).await;
+    assert!(
+        matches!(e, Err(AuditError::Unavailable)),
+        "{}: {e:?}",
+        t.name
+    );
+    assert!(!w.health().is_ready());
+    // While down, appends fail fast.
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        assert!(w.append(access(i, "education", None)).await.is_err());
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    break_store(t, false).await;
+    // The writer probes by itself (no traffic needed) and turns ready.
+    let mut h = w.watch_health();
+    tokio::time::timeout(Duration::from_secs(15), h.wait_for(|h| h.is_ready()))
+        .await
+        .expect("recovered in time")
+        .expect("health channel");
+    let r = w
+        .append(access(2, "education", None))
+        .await
+        .expect("append after recovery");
+    assert!(r.is_some());
+    w.shutdown().await;
+    let rep = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(rep.ok, "{}: {:?}", t.name, rep.first_problem);
+    assert_eq!(rep.events, 12, "10 + the outage record + 1");
+    let outage = query::query(
+        &t.db,
+        &query::Filter {
+            kind: Some(EventKind::StoreOutage),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .expect("query");
+    assert_eq!(outage.events.len(), 1);
+    let reason = outage.events[0].event.reason.clone().unwrap_or_default();
+    assert!(reason.contains("6 append(s) refused"), "{reason}");
+}
+
+#[tokio::test]
+async fn writer_fails_closed_and_recovers_by_itself() {
+    on_each_backend!(recovers);
+}
+
+async fn no_clear_id_numbers(t: &TestDb) {
+    let w = fill(t, "gw-a", 30).await;
+    w.append(access(1, "housing", Some(&id(ID_B))))
+        .await
+        .expect("append");
+    w.shutdown().await;
+    // The subject search works…
+    let p = query::FilterParams {
+        subject: Some(ID_B.to_owned()),
+        ..Default::default()
+    };
+    let (f, _, _) = p.parse(&keys()).expect("params");
+    let page = query::query(&t.db, &f, None, 100).await.expect("query");
+    assert_eq!(page.events.len(), 1);
+    // …but no table holds the number.
+    for number in [ID_A, ID_B] {
+        match &t.db {
+            Database::Sqlite(p) => {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(p)
+                    .await
+                    .expect("checkpoint");
+                let bytes = std::fs::read(&t.url).expect("read db file");
+                let hay = String::from_utf8_lossy(&bytes);
+                assert!(
+                    !hay.contains(number),
+                    "the SQLite file holds a clear ID number"
+                );
+                assert!(
+                    !hay.contains(&number[..17]),
+                    "the SQLite file holds an ID number prefix"
+                );
+            }
+            Database::Postgres(p) => {
+                for table in [
+                    "audit_events",
+                    "audit_event_subjects",
+                    "audit_checkpoints",
+                    "audit_logs",
+                ] {
+                    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT COUNT(*) FROM {table} t WHERE t::text LIKE $1"
+                    )))
+                    .bind(format!("%{}%", &number[..17]))
+                    .fetch_one(p)
+                    .await
+                    .expect("scan");
+                    assert_eq!(n, 0, "{table} holds a clear ID number");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_table_holds_a_clear_id_number() {
+    on_each_backend!(no_clear_id_numbers);
+}
+
+async fn archive_round_trip(t: &TestDb) {
+    let w = fill(t, "gw-a", 40).await;
+    w.checkpoint_now().await.expect("cp");
+    for i in 0..13 {
+        w.append(access(i, "education", None))
+            .await
+            .expect("append");
+    }
+    w.checkpoint_now().await.expect("cp");
+    w.shutdown().await;
+    let key = vec![w.public_key_hex().to_owned()];
+    // The whole log, then a later segment on its own.
+    let mut whole = Vec::new();
+    let s = archive::archive_segment(&t.db, "gw-a", 0, Some(40), &mut whole)
+        .await
+        .expect("archive");
+    assert_eq!((s.start, s.end), (0, 40));
+    let v = archive::verify_segment(whole.as_slice(), &key).expect("verifies off-line");
+    assert_eq!(v, s);
+    let mut later = Vec::new();
+    let s2 = archive::archive_segment(&t.db, "gw-a", 40, None, &mut later)
+        .await
+        .expect("archive");
+    assert_eq!((s2.start, s2.end), (40, 53));
+    let v2 = archive::verify_segment(later.as_slice(), &key).expect("verifies off-line");
+    // Consecutive segments chain.
+    assert_eq!(v2.end, 53);
+    let header: serde_json::Value = serde_json::from_str(
+        later
+            .split(|b| *b == b'\n')
+            .next()
+            .map(|l| std::str::from_utf8(l).unwrap_or(""))
+            .unwrap_or(""),
+    )
+    .expect("header");
+    assert_eq!(header["prev_hash"].as_str(), Some(v.last_hash.as_str()));
+    // Tampering with a line in the file is named.
+    let text = String::from_utf8(whole.clone()).expect("utf8");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.swap(5, 6);
+    let err =
+        archive::verify_segment(lines.join("\n").as_bytes(), &key).expect_err("reorder detected");
+    assert!(err.starts_with("line 6:"), "{err}");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.remove(10);
+    assert!(archive::verify_segment(lines.join("\n").as_bytes(), &key).is_err());
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.pop();
+    assert!(
+        archive::verify_segment(lines.join("\n").as_bytes(), &key)
+            .expect_err("truncated")
+            .contains("truncated")
+    );
+    assert!(archive::verify_segment(whole.as_slice(), &["22".repeat(32)]).is_err());
+}
+
+#[tokio::test]
+async fn archived_segments_verify_off_line() {
+    on_each_backend!(archive_round_trip);
+}
+
+#[tokio::test]
+async fn bench_only_mode_records_nothing() {
+    let t = TestDb::sqlite().await;
+    let cfg = gateway::audit::AuditConfig {
+        mode: gateway::audit::AuditMode::DisabledBenchOnly,
+        ..common::config("gw-a")
+    };
+    let w = gateway::audit::AuditWriter::spawn(t.db.clone(), cfg)
+        .await
+        .expect("spawn");
+    assert_eq!(
+        w.append(AuditEvent::access("x").build()).await.expect("ok"),
+        None
+    );
+    assert_eq!(w.health(), AuditHealth::DisabledBenchOnly);
+    let r = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert_eq!(r.events, 0);
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_config_is_refused_with_every_error() {
+    let t = TestDb::sqlite().await;
+    let cfg = gateway::audit::AuditConfig {
+        log_id: "bad id".into(),
+        retention_days: 30,
+        ..common::config("x")
+    };
+    let errs = cfg.validate();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        gateway::audit::AuditWriter::spawn(t.db.clone(), cfg)
+            .await
+            .is_err()
+    );
+    t.cleanup().await;
+}
