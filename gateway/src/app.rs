@@ -67,6 +67,10 @@ pub struct AppState {
     pub records: crate::records::RecordStore,
     /// The sharing policies in force; swapped atomically on reload.
     pub policies: Arc<crate::policy::PolicyHandle>,
+    /// The audit log writer (a handle on the single writer task).
+    pub audit: crate::audit::AuditWriter,
+    /// Keys for the HMACs of data subjects in audit events.
+    pub subject_keys: Arc<crate::audit::SubjectKeys>,
 }
 
 impl AppState {
@@ -120,11 +124,26 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/imports/{dataset}", post(routes::records::import))
         .route("/v1/persons/{id_number}", get(routes::persons::person))
         .route("/v1/match", post(routes::persons::match_ids))
-        .route("/v1/policy/explain", post(routes::persons::explain));
+        .route("/v1/policy/explain", post(routes::persons::explain))
+        .route("/v1/audit/events", get(routes::audit::events))
+        .route("/v1/audit/export", get(routes::audit::export))
+        .route("/v1/audit/verify", get(routes::audit::verify))
+        .route("/v1/audit/proof/{event_id}", get(routes::audit::proof))
+        .route("/v1/audit/consistency", get(routes::audit::consistency))
+        .route("/v1/audit/checkpoints", get(routes::audit::checkpoints))
+        .route("/v1/audit/reports/{report}", get(routes::audit::report))
+        .route(
+            "/v1/audit/persons/{id_number}",
+            get(routes::audit::person_report),
+        );
     api.fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::accesslog::record,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -195,8 +214,11 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     let span = tracing::Span::current();
     span.record("client", caller.client_id.as_str());
     span.record("department", caller.department.as_str());
-    req.extensions_mut().insert(caller);
-    next.run(req).await
+    req.extensions_mut().insert(caller.clone());
+    let mut resp = next.run(req).await;
+    resp.extensions_mut()
+        .insert(crate::accesslog::AuditCaller(caller));
+    resp
 }
 
 /// Per-client quota, set per department.
@@ -255,12 +277,17 @@ async fn healthz(_caller: Caller) -> impl IntoResponse {
 /// `GET /readyz`: the database answers and schemas and policies are loaded.
 async fn readyz(State(state): State<AppState>, _caller: Caller) -> Response {
     let db_ok = state.db.ping().await.is_ok();
+    let audit = state.audit.health();
+    let ready = db_ok && audit.is_ready();
     let body = json!({
-        "status": if db_ok { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else { "not_ready" },
         "database": if db_ok { "ok" } else { "unreachable" },
+        "audit": audit,
+        "datasets": state.catalogue.datasets().count(),
+        "policy_version": state.policies.version().to_string(),
         "instance": state.config.instance_id,
     });
-    let status = if db_ok {
+    let status = if ready {
         axum::http::StatusCode::OK
     } else {
         axum::http::StatusCode::SERVICE_UNAVAILABLE

@@ -128,6 +128,11 @@ impl ApiError {
     }
 }
 
+/// The error class of a failed request, put in response extensions for the
+/// audit step and metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorClass(pub &'static str);
+
 /// Marker put in response extensions so the logging layer can log internal
 /// errors in one place.
 #[derive(Clone, Debug)]
@@ -159,6 +164,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorClass(code));
         match &self {
             ApiError::RateLimited { retry_after_secs } => {
                 resp.headers_mut().insert(

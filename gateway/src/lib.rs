@@ -28,6 +28,7 @@
 //! handler → policy plan for (caller, dataset, purpose) → adapter → field
 //! filter and masking → audit event made durable → response.
 
+pub mod accesslog;
 pub mod app;
 pub mod audit;
 pub mod config;

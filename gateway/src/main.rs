@@ -51,10 +51,72 @@ enum Command {
         #[arg(long)]
         sample_ids: Option<PathBuf>,
     },
+    /// Sharing policies: validate or simulate a policy folder.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// The audit log: verify it offline, query or export it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The development PKI.
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check every policy file against the policy schema and the dataset
+    /// schemas; every error with file and line; non-zero exit on any.
+    Validate {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+    },
+    /// Run a draft policy set against sample requests and show what would
+    /// change against the active set, without activating anything.
+    Simulate {
+        #[arg(long)]
+        draft: PathBuf,
+        #[arg(long, default_value = "policies")]
+        active: PathBuf,
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+        #[arg(long)]
+        samples: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every chain, Merkle root and checkpoint signature; name the
+    /// first bad event; exit 1 on any problem.
+    Verify {
+        /// An SQLite file path (e.g. demo-data/gateway.db) or a postgres:// URL.
+        #[arg(long)]
+        database: String,
+    },
+    /// Export events (NDJSON or CSV) matching a filter to standard output.
+    Export {
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value = "ndjson")]
+        format: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        department: Option<String>,
+        #[arg(long)]
+        dataset: Option<String>,
+        #[arg(long)]
+        decision: Option<String>,
     },
 }
 
@@ -101,6 +163,24 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprint!("{e}");
                 ExitCode::from(EX_CONFIG)
+            }
+        },
+        Command::Policy { command } => match command {
+            PolicyCommand::Validate { dir, schemas } => {
+                gateway::policy::validate_cli(&dir, &schemas)
+            }
+            PolicyCommand::Simulate {
+                draft,
+                active,
+                schemas,
+                samples,
+            } => gateway::policy::simulate_cli(&draft, &active, &schemas, &samples),
+        },
+        Command::Audit { command } => match audit(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
             }
         },
         Command::Pki { command } => match pki(command) {
@@ -206,6 +286,81 @@ fn seed_command(
         db.close().await;
         Ok(())
     })
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match command {
+            AuditCommand::Verify { database } => {
+                let db = open_existing(&database).await?;
+                let report =
+                    gateway::audit::verify(&db, gateway::audit::VerifyOptions::default()).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                db.close().await;
+                if report.ok {
+                    eprintln!(
+                        "audit log verified: {} events in {} ms ({} events/s)",
+                        report.events, report.elapsed_ms, report.events_per_sec
+                    );
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    eprintln!(
+                        "AUDIT LOG VERIFICATION FAILED; first problem: {:?}",
+                        report.first_problem
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+            AuditCommand::Export {
+                database,
+                format,
+                from,
+                to,
+                department,
+                dataset,
+                decision,
+            } => {
+                let db = open_existing(&database).await?;
+                let format = match format.as_str() {
+                    "ndjson" => gateway::audit::ExportFormat::Ndjson,
+                    "csv" => gateway::audit::ExportFormat::Csv,
+                    other => anyhow::bail!("--format {other}: use ndjson or csv"),
+                };
+                let params = gateway::audit::query::FilterParams {
+                    from,
+                    to,
+                    department,
+                    dataset,
+                    decision,
+                    ..Default::default()
+                };
+                // Subject search needs the keys; the CLI export filters
+                // without it.
+                let keys = gateway::audit::SubjectKeys::new(1, [(1, vec![0u8; 32])].into())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let (filter, _, _) = params.parse(&keys)?;
+                let mut out = tokio::io::stdout();
+                gateway::audit::query::export_to(&db, &filter, format, &mut out).await?;
+                db.close().await;
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+/// Opens an existing database for offline tools (a plain path is an SQLite
+/// file, which must exist).
+async fn open_existing(database: &str) -> anyhow::Result<gateway::storage::Database> {
+    let is_pg = database.starts_with("postgres://") || database.starts_with("postgresql://");
+    if !is_pg {
+        let path = database.strip_prefix("sqlite:").unwrap_or(database);
+        anyhow::ensure!(
+            std::path::Path::new(path).is_file(),
+            "no SQLite database at {path}"
+        );
+    }
+    Ok(gateway::storage::Database::connect(database, 2).await?)
 }
 
 fn pki(command: PkiCommand) -> anyhow::Result<()> {

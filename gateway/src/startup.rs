@@ -68,6 +68,24 @@ impl Application {
             tracing::warn!(warning = %w, "policy set");
         }
         tracing::info!(version = %policies.version(), "policy set loaded");
+        let subject_keys = Arc::new(subject_keys(&config.audit)?);
+        let audit = crate::audit::AuditWriter::spawn(
+            db.clone(),
+            crate::audit::AuditConfig {
+                log_id: config.instance_id.clone(),
+                key_path: config.audit.signing_key.clone(),
+                checkpoint_interval_secs: config.audit.checkpoint_interval_secs,
+                mode: if config.audit.bench_only_disable {
+                    crate::audit::AuditMode::DisabledBenchOnly
+                } else {
+                    crate::audit::AuditMode::Durable
+                },
+                retention_days: u32::try_from(config.audit.retention_days).unwrap_or(u32::MAX),
+                ..crate::audit::AuditConfig::default()
+            },
+        )
+        .await
+        .context("starting the audit log")?;
         let registry = Arc::new(
             RegistryHandle::load(config.clients.file.clone())
                 .context("loading the client registry")?,
@@ -94,6 +112,8 @@ impl Application {
             catalogue: Arc::new(catalogue),
             records: crate::records::RecordStore::new(db.clone()),
             policies: Arc::new(policies),
+            audit,
+            subject_keys,
         };
         Ok(Application {
             listener,
@@ -121,17 +141,54 @@ impl Application {
         let interval = Duration::from_secs(state.config.tls.reload_interval_secs);
         let reloader = crate::server::spawn_reloader(state.clone(), interval, shutdown.clone());
         let app = router(state.clone());
+        // Refused handshakes are audit events too.
+        let audit = state.audit.clone();
+        let observer: crate::server::HandshakeObserver = Arc::new(move |peer, failure| {
+            let event = crate::audit::AuditEvent::tls_refused(
+                failure.reason,
+                failure.fingerprint.clone(),
+                Some(peer),
+            )
+            .build();
+            let audit = audit.clone();
+            tokio::spawn(async move {
+                if let Err(e) = audit.append(event).await {
+                    tracing::error!(error = %e, "refused handshake not recorded in the audit log");
+                }
+            });
+        });
         crate::server::serve(
             listener,
             state.clone(),
             app,
-            None,
+            Some(observer),
             shutdown,
             Duration::from_secs(30),
         )
         .await;
         reloader.abort();
+        // A final signed checkpoint covers everything written.
+        state.audit.shutdown().await;
         state.db.close().await;
         Ok(())
     }
+}
+
+/// The subject HMAC keys from configuration: each version's key file is
+/// read, or created with 32 random bytes when missing. The highest version
+/// is current.
+pub fn subject_keys(cfg: &crate::config::AuditConfig) -> anyhow::Result<crate::audit::SubjectKeys> {
+    let mut raw = std::collections::BTreeMap::new();
+    for (version, path) in &cfg.subject_keys {
+        let v: u32 = version
+            .parse()
+            .with_context(|| format!("audit.subject_keys.{version}: not a version number"))?;
+        raw.insert(v, crate::keys::load_or_create(path)?);
+    }
+    let current = *raw
+        .keys()
+        .next_back()
+        .context("audit.subject_keys: configure at least one key (e.g. 1 = \"/var/lib/gateway/keys/subject-hmac-1.key\")")?;
+    crate::audit::SubjectKeys::new(current, raw)
+        .map_err(|e| anyhow::anyhow!("audit.subject_keys: {e}"))
 }

@@ -212,12 +212,22 @@ pub async fn person(
             "no record of this person is visible to you for this purpose".into(),
         ));
     }
+    let detail = audit_detail(
+        &purpose,
+        &set,
+        &decisions,
+        vec![id],
+        views.len() as u64,
+        &views,
+    );
     let body = json!({
         "purpose": purpose.code,
         "policy_version": set.version(),
         "records": views,
     });
-    Ok(with_policy_version(Json(body).into_response(), &set))
+    let mut resp = with_policy_version(Json(body).into_response(), &set);
+    resp.extensions_mut().insert(detail);
+    Ok(resp)
 }
 
 #[derive(Deserialize)]
@@ -309,6 +319,9 @@ pub async fn match_ids(
     }
     drop(inputs);
     let datasets: Vec<String> = decisions.iter().map(|(d, _)| d.clone()).collect();
+    // The event lists every queried person and the fields the plans grant;
+    // it is durable before the first line is sent.
+    let detail = audit_detail(&purpose, &set, &decisions, valid.clone(), 0, &[]);
     let matches = state.records.match_subjects(valid, datasets);
     let caller = caller.into_caller();
     let version = set.version().to_owned();
@@ -321,7 +334,49 @@ pub async fn match_ids(
     if let Ok(v) = HeaderValue::from_str(&version) {
         resp.headers_mut().insert("x-policy-version", v);
     }
+    resp.extensions_mut().insert(detail);
     Ok(resp)
+}
+
+/// What the audit event of a data response records: the datasets and the
+/// fields (with their treatment) of the decisions, the rules, the grants.
+/// `views` are the disclosed records; when empty (a streamed match), every
+/// dataset the plans allow is listed.
+fn audit_detail(
+    purpose: &Purpose,
+    set: &PolicySet,
+    decisions: &[(String, Decision)],
+    subjects: Vec<IdNumber>,
+    records_disclosed: u64,
+    views: &[Value],
+) -> crate::accesslog::AuditDetail {
+    let disclosed: Vec<&str> = views.iter().filter_map(|v| v["dataset"].as_str()).collect();
+    let mut detail = crate::accesslog::AuditDetail {
+        purpose: Some(purpose.code.clone()),
+        authorisation_ref: purpose.authorisation.clone(),
+        subjects,
+        records_disclosed,
+        policy_version: Some(set.version().to_owned()),
+        ..Default::default()
+    };
+    for (dataset, d) in decisions {
+        if !views.is_empty() && !disclosed.contains(&dataset.as_str()) {
+            continue;
+        }
+        detail.datasets.push(dataset.clone());
+        detail.rules.extend(d.rules.iter().map(|r| r.to_string()));
+        detail.grant_ids.extend(d.grants.iter().cloned());
+        for f in d.fields() {
+            if f.treatment != crate::policy::Treatment::Drop {
+                detail
+                    .fields
+                    .push((format!("{dataset}:{}", f.path), f.treatment.to_string()));
+            }
+        }
+    }
+    detail.rules.sort();
+    detail.rules.dedup();
+    detail
 }
 
 /// Interleaves invalid entries with match results, in input order, as
