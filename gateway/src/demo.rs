@@ -128,6 +128,20 @@ pub const DEMO_PERSONS: u64 = 3_000;
 /// `DIR/examples/` with, per dataset, canonical, native and CSV examples
 /// that publish as they are.
 pub async fn populate(state: &crate::app::AppState, dir: &Path) -> anyhow::Result<()> {
+    // One approved application for the conditional rule that gives housing
+    // per-capita income (有条件共享); idempotent.
+    crate::policy::GrantStore::insert(
+        &state.db,
+        &crate::policy::Grant {
+            id: "DEMO-GRANT-2026-001".to_owned(),
+            rule_id: "housing-enrolment-income".to_owned(),
+            department: "housing".to_owned(),
+            not_after: time::OffsetDateTime::now_utc() + time::Duration::days(365),
+            approved: true,
+        },
+    )
+    .await
+    .context("seeding the demo grant")?;
     let examples = dir.join("examples");
     adapters::synth::write_examples(&examples, 20_261_128)
         .with_context(|| format!("writing {}", examples.display()))?;
@@ -153,6 +167,39 @@ pub async fn populate(state: &crate::app::AppState, dir: &Path) -> anyhow::Resul
         summary.persons, total
     );
     Ok(())
+}
+
+/// Curl lines for reading through the policies and for the auditor.
+pub fn query_curl_lines(dir: &Path, addr: SocketAddr) -> Vec<String> {
+    let pki = dir.join("pki");
+    let host = format!("localhost:{}", addr.port());
+    let id = std::fs::read_to_string(dir.join("sample-ids.txt"))
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_owned))
+        .unwrap_or_else(|| "441702198001010017".to_owned());
+    let curl = |client: &str| {
+        format!(
+            "curl --cacert {ca} --cert {crt} --key {key}",
+            ca = pki.join("ca.crt").display(),
+            crt = pki.join(format!("{client}.crt")).display(),
+            key = pki.join(format!("{client}.key")).display(),
+        )
+    };
+    vec![
+        format!("# A person on the roster ({} lists more), as education sees it for student aid", dir.join("sample-ids.txt").display()),
+        format!("{} -H 'X-Purpose: student-aid' https://{host}/v1/persons/{id}", curl("education")),
+        "# ... as housing sees it (a demo grant approves its conditional rule for per-capita income)".to_owned(),
+        format!("{} -H 'X-Purpose: housing-assistance' https://{host}/v1/persons/{id}", curl("housing")),
+        "# Batch match (NDJSON answer, one line per input)".to_owned(),
+        format!("{} -H 'X-Purpose: medical-assistance' -H 'content-type: application/json' -d '{{\"ids\": [\"{id}\", \"11010519491231002X\", \"bad\"]}}' https://{host}/v1/match", curl("health-insurance")),
+        "# Why: the decision, the rules and each field's treatment".to_owned(),
+        format!("{} -H 'content-type: application/json' -d '{{\"dataset\": \"assistance-enrolment\", \"purpose\": \"student-aid\"}}' https://{host}/v1/policy/explain", curl("education")),
+        "# The auditor: every access to that person, then verify the whole log".to_owned(),
+        format!("{} 'https://{host}/v1/audit/events?subject={id}'", curl("auditor")),
+        format!("{} https://{host}/v1/audit/verify", curl("auditor")),
+        "# Offline verification of the demo database (exit 1 on any tampering)".to_owned(),
+        format!("cargo run --release -- audit verify --database {}", dir.join("gateway.db").display()),
+    ]
 }
 
 /// Curl lines publishing each example file.

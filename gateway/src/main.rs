@@ -440,6 +440,7 @@ fn run(config: Config, demo_dir: Option<PathBuf>) -> ExitCode {
             println!("\nThe gateway demo is listening on https://{addr} (Ctrl-C to stop).\n");
             for line in gateway::demo::curl_lines(&dir, addr)
                 .into_iter()
+                .chain(gateway::demo::query_curl_lines(&dir, addr))
                 .chain(gateway::demo::example_curl_lines(&dir, addr))
             {
                 println!("{line}");
