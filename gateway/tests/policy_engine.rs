@@ -107,7 +107,7 @@ rules:
     valid: { not_before: \"2026-01-01\", not_after: \"2025-01-01\" }
     rows:
       filters:
-        - { field: members[].name, in: [x] }
+        - { field: \"members[].name\", in: [x] }
     fields:
       members: clear
 ";
@@ -162,8 +162,8 @@ fn yaml_errors_have_lines_and_duplicate_ids_are_refused() {
     assert_eq!(errors[0].line, Some(4), "{errors:?}");
     let twice = "version: 1
 rules:
-  - { id: r1, consumer: { department: education }, dataset: household, purposes: [student-aid], sharing: unconditional, legal_basis: t, fields: { status: clear } }
-  - { id: r1, consumer: { department: education }, dataset: household, purposes: [student-aid], sharing: unconditional, legal_basis: t, fields: { status: clear } }
+  - { id: r1, consumer: { department: education }, dataset: household, purposes: [student-aid], sharing: unconditional, legal_basis: basis, fields: { status: clear } }
+  - { id: r1, consumer: { department: education }, dataset: household, purposes: [student-aid], sharing: unconditional, legal_basis: basis, fields: { status: clear } }
 ";
     let errors = load(twice).expect_err("dup id");
     assert!(

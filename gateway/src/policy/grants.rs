@@ -255,7 +255,8 @@ mod tests {
         let Database::Postgres(pool) = &admin else {
             panic!("GATEWAY_TEST_DATABASE_URL must be a postgres:// URL");
         };
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        // `name` is generated here (t_ + uuid hex), never input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(pool)
             .await
             .expect("create database");
@@ -266,7 +267,7 @@ mod tests {
         let db = Database::open(&url, 2).await.expect("open");
         round_trip(db.clone()).await;
         db.close().await;
-        sqlx::query(&format!("DROP DATABASE {name}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
             .execute(pool)
             .await
             .expect("drop database");

@@ -169,9 +169,10 @@ fn to_value(node: Spanned<Node>, pointer: String, lines: &mut HashMap<String, u6
             let mut m = Map::new();
             for (k, v) in entries {
                 let p = format!("{pointer}/{}", escape_pointer(&k.value.0));
-                // The key's own line, so errors about a field name point at it.
-                lines.insert(p.clone(), k.referenced.line());
-                let val = to_value(v, p, lines);
+                let val = to_value(v, p.clone(), lines);
+                // The key's own line, so errors about an entry point at its
+                // name even when the value starts on the next line.
+                lines.insert(p, k.referenced.line());
                 m.insert(k.value.0, val);
             }
             Value::Object(m)
