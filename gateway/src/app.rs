@@ -179,6 +179,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     }
     .instrument(span.clone())
     .await;
+    let mut resp = resp;
+    if let Ok(v) = HeaderValue::from_str(&state.policies.version()) {
+        resp.headers_mut().insert("x-policy-version", v);
+    }
     let status = resp.status();
     let elapsed = started.elapsed();
     span.record("status", status.as_u16());
@@ -254,7 +258,7 @@ async fn limit_body(State(state): State<AppState>, req: Request, next: Next) -> 
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route; see the OpenAPI description in docs/openapi.yaml".into())
+    ApiError::NotFound("no such route; see the OpenAPI description (gateway/openapi.yaml)".into())
 }
 
 /// `GET /v1/whoami`: the caller's identity as the gateway resolved it.

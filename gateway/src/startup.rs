@@ -91,7 +91,7 @@ impl Application {
                 .context("loading the client registry")?,
         );
         let tls = Arc::new(
-            TlsReloader::new(config.tls.clone(), vec![config.clients.file.clone()])
+            TlsReloader::new(config.tls.clone(), watched_files(&config))
                 .context("loading TLS material")?,
         );
         db.register_instance(&config.instance_id)
@@ -191,4 +191,21 @@ pub fn subject_keys(cfg: &crate::config::AuditConfig) -> anyhow::Result<crate::a
         .context("audit.subject_keys: configure at least one key (e.g. 1 = \"/var/lib/gateway/keys/subject-hmac-1.key\")")?;
     crate::audit::SubjectKeys::new(current, raw)
         .map_err(|e| anyhow::anyhow!("audit.subject_keys: {e}"))
+}
+
+/// Files whose change triggers a reload besides the TLS material: the
+/// client registry, and every policy file (plus the policy folder itself,
+/// whose modification time changes when files are added or removed).
+fn watched_files(config: &Config) -> Vec<std::path::PathBuf> {
+    let mut files = vec![config.clients.file.clone(), config.policies_dir.clone()];
+    if let Ok(entries) = std::fs::read_dir(&config.policies_dir) {
+        let mut policy_files: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        policy_files.sort();
+        files.extend(policy_files);
+    }
+    files
 }
