@@ -2,7 +2,6 @@
 //! cap, HTTP/1.1 and HTTP/2 with header-read and idle timeouts, reload on
 //! SIGHUP or file change, graceful shutdown.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -297,8 +296,8 @@ pub fn spawn_reloader(
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
-pub fn shutdown_signal() -> impl Future<Output = ()> {
-    async {
+pub async fn shutdown_signal() {
+    {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {

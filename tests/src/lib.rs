@@ -137,7 +137,7 @@ impl TestGateway {
              [clients]\nfile = {clients}\n\
              [audit]\nsigning_key = {sign}\npseudonym_key = {pseudo}\n\
              [audit.subject_keys]\n1 = {subj}\n{extra}\n",
-            db = format!("{db_url:?}"),
+            db = format_args!("{db_url:?}"),
             schemas = q(&repo.join("schemas")),
             policies = q(&repo.join("policies")),
             cert = q(&pki_dir.join("server.crt")),

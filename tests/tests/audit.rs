@@ -1,6 +1,8 @@
 //! The audit log end to end: one durable event per request, searchable by
 //! auditors, verifiable, never holding a clear ID number.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use gateway_tests::{TestGateway, backends};
 use serde_json::{Value, json};
 

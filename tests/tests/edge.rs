@@ -1,5 +1,7 @@
 //! The mutual-TLS edge, end to end: handshakes, identities, roles, limits.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use std::sync::Arc;
 use std::time::Duration;
 

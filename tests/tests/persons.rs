@@ -1,6 +1,8 @@
 //! Person queries, batch matching and explain, end to end over mTLS, on
 //! SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use gateway_tests::{TestGateway, backends};
 use serde_json::{Value, json};
 

@@ -1,5 +1,7 @@
 //! Publishing records end to end over mTLS, on SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use gateway_tests::{TestGateway, backends};
 use serde_json::{Value, json};
 
