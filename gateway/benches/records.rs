@@ -37,7 +37,7 @@ fn record(i: u32, salt: u32) -> NewRecord {
             "household_id": format!("HH{:09}", i),
             "head": {"id_number": id.as_str(), "name": "测试姓名（虚构）", "address": "阳江市江城区某街道（虚构）"},
             "category": "dibao",
-            "single_person": i % 7 == 0,
+            "single_person": i.is_multiple_of(7),
             "household_size": 1 + i % 5,
             "monthly_amount": format!("{}.00", 500 + (i + salt) % 400),
             "per_capita_income": format!("{}.50", 300 + i % 500),

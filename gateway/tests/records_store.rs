@@ -541,7 +541,7 @@ async fn match_answers_every_input_in_order() {
             } else {
                 let keys: Vec<&str> = found.iter().map(|r| r.natural_key.as_str()).collect();
                 let mut expected = vec![format!("a{want}")];
-                if want % 2 == 0 {
+                if want.is_multiple_of(2) {
                     expected.push(format!("b{want}"));
                 }
                 assert_eq!(keys, expected);
