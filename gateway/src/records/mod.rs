@@ -780,25 +780,29 @@ mod tests {
             r#"{"a":{"x":"q\"\\\n\u0001","y":[1,2.5,null]},"b":1,"c":true}"#
         );
         // The canonical text parses back to an equal value.
-        let back: serde_json::Value = serde_json::from_str(&canonical_json(&a)).unwrap();
+        let back: serde_json::Value =
+            serde_json::from_str(&canonical_json(&a)).expect("test input");
         assert_eq!(back, a);
     }
 
     #[test]
     fn key_order_does_not_change_the_hash() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"x":1,"y":"中文"}"#).unwrap();
-        let b: serde_json::Value = serde_json::from_str(r#"{ "y" : "中文", "x" : 1 }"#).unwrap();
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"x":1,"y":"中文"}"#).expect("test input");
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{ "y" : "中文", "x" : 1 }"#).expect("test input");
         assert_eq!(
             sha256(canonical_json(&a).as_bytes()),
             sha256(canonical_json(&b).as_bytes())
         );
-        let c: serde_json::Value = serde_json::from_str(r#"{"x":2,"y":"中文"}"#).unwrap();
+        let c: serde_json::Value =
+            serde_json::from_str(r#"{"x":2,"y":"中文"}"#).expect("test input");
         assert_ne!(canonical_json(&a), canonical_json(&c));
     }
 
     #[test]
     fn prepare_rejects_duplicate_and_bad_keys_without_naming_them() {
-        let region = RegionCode::parse("441702").unwrap();
+        let region = RegionCode::parse("441702").expect("test input");
         let rec = |k: &str| NewRecord {
             natural_key: k.to_owned(),
             region,
