@@ -18,7 +18,8 @@ fn fixtures() -> PathBuf {
 fn fixture_set() -> PolicySet {
     let ds = Datasets::load_dir(&fixtures().join("schemas")).expect("fixture schemas");
     let key = PseudonymKey::from_bytes(&[7u8; 32]).expect("key");
-    let (set, _warnings) = PolicySet::load_dir(&fixtures().join("policies"), &ds, &key).expect("fixture policies");
+    let (set, _warnings) =
+        PolicySet::load_dir(&fixtures().join("policies"), &ds, &key).expect("fixture policies");
     set
 }
 
@@ -29,9 +30,13 @@ fn matches(expected: &Value, actual: &Value) -> bool {
             a.len() == 34 && a.starts_with("p_") && a[2..].bytes().all(|b| b.is_ascii_hexdigit())
         }
         (Value::Object(e), Value::Object(a)) => {
-            e.len() == a.len() && e.iter().all(|(k, ev)| a.get(k).is_some_and(|av| matches(ev, av)))
+            e.len() == a.len()
+                && e.iter()
+                    .all(|(k, ev)| a.get(k).is_some_and(|av| matches(ev, av)))
         }
-        (Value::Array(e), Value::Array(a)) => e.len() == a.len() && e.iter().zip(a).all(|(x, y)| matches(x, y)),
+        (Value::Array(e), Value::Array(a)) => {
+            e.len() == a.len() && e.iter().zip(a).all(|(x, y)| matches(x, y))
+        }
         _ => expected == actual,
     }
 }
@@ -39,7 +44,11 @@ fn matches(expected: &Value, actual: &Value) -> bool {
 fn str_list(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = v
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     out.sort();
     out
@@ -77,7 +86,10 @@ fn run_case(set: &PolicySet, case: &Value) -> Result<(), String> {
     if let Some(a) = exp.get("allowed").and_then(Value::as_bool)
         && a != d.allowed
     {
-        problems.push(format!("allowed: expected {a}, got {} ({:?})", d.allowed, d.reasons));
+        problems.push(format!(
+            "allowed: expected {a}, got {} ({:?})",
+            d.allowed, d.reasons
+        ));
     }
     if let Some(r) = exp.get("reason") {
         let got = serde_json::to_value(d.reasons.first().map(|r| r.code)).unwrap_or(Value::Null);
@@ -95,7 +107,10 @@ fn run_case(set: &PolicySet, case: &Value) -> Result<(), String> {
         let mut got: Vec<String> = d.rules.iter().map(|r| r.to_string()).collect();
         got.sort();
         if got != str_list(rules) {
-            problems.push(format!("rules: expected {:?}, got {got:?}", str_list(rules)));
+            problems.push(format!(
+                "rules: expected {:?}, got {got:?}",
+                str_list(rules)
+            ));
         }
     }
     if let Some(g) = exp.get("grants") {
@@ -114,7 +129,10 @@ fn run_case(set: &PolicySet, case: &Value) -> Result<(), String> {
                     if want.get("treatment").and_then(Value::as_str) != Some(t.as_str())
                         || want.get("rule").and_then(Value::as_str) != Some(&*f.rule)
                     {
-                        problems.push(format!("field {path}: expected {want}, got {t} by {}", f.rule));
+                        problems.push(format!(
+                            "field {path}: expected {want}, got {t} by {}",
+                            f.rule
+                        ));
                     }
                 }
             }
@@ -127,10 +145,16 @@ fn run_case(set: &PolicySet, case: &Value) -> Result<(), String> {
             problems.push(format!("output: expected {e}, got {got}"));
         }
     }
-    if exp.get("output_is_record").and_then(Value::as_bool) == Some(true) && out.as_ref() != Some(&record) {
+    if exp.get("output_is_record").and_then(Value::as_bool) == Some(true)
+        && out.as_ref() != Some(&record)
+    {
         problems.push("output: expected the whole record".to_owned());
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 #[test]
@@ -143,7 +167,11 @@ fn policy_cases() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 15, "expected the policy case folder to hold the cases, found {}", files.len());
+    assert!(
+        files.len() >= 15,
+        "expected the policy case folder to hold the cases, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).expect("read case");
@@ -155,8 +183,17 @@ fn policy_cases() {
             }
         };
         if let Err(e) = run_case(&set, &case) {
-            failures.push(format!("{}: {e}", f.file_name().and_then(|n| n.to_str()).unwrap_or("?")));
+            failures.push(format!(
+                "{}: {e}",
+                f.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }

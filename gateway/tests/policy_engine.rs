@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use adapters::domain::RegionCode;
 use gateway::policy::{
-    AccessRequest, Datasets, GrantSet, PolicyHandle, PolicySet, PseudonymKey, Sample, SourceFile, simulate,
+    AccessRequest, Datasets, GrantSet, PolicyHandle, PolicySet, PseudonymKey, Sample, SourceFile,
+    simulate,
 };
 use serde_json::json;
 use time::macros::datetime;
@@ -34,7 +35,11 @@ fn fixture_sources() -> Vec<SourceFile> {
     files
         .into_iter()
         .map(|p| SourceFile {
-            name: p.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_owned(),
+            name: p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("?")
+                .to_owned(),
             text: std::fs::read_to_string(&p).expect("read"),
         })
         .collect()
@@ -48,7 +53,9 @@ purposes:
   - { code: student-aid, name_zh: 学生资助 }
 ";
 
-fn load(rules: &str) -> Result<(PolicySet, Vec<gateway::policy::Warning>), Vec<gateway::policy::PolicyError>> {
+fn load(
+    rules: &str,
+) -> Result<(PolicySet, Vec<gateway::policy::Warning>), Vec<gateway::policy::PolicyError>> {
     let sources = vec![
         SourceFile {
             name: "base.yaml".into(),
@@ -113,8 +120,15 @@ rules:
     };
     // r3 fails the schema (region shape, sharing enum): reported, and the
     // file's other errors are reported too, by the schema pass.
-    assert!(has(22, "4417") || has(22, "pattern") || text.iter().any(|t| t.contains("rules.yaml:22")), "{text:#?}");
-    assert!(text.iter().any(|t| t.contains("rules.yaml:25") && t.contains("sometimes")), "{text:#?}");
+    assert!(
+        has(22, "4417") || has(22, "pattern") || text.iter().any(|t| t.contains("rules.yaml:22")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("rules.yaml:25") && t.contains("sometimes")),
+        "{text:#?}"
+    );
     // Schema errors stop the semantic pass for that file; check the semantic
     // errors with the schema-valid rules alone.
     let valid_shape: String = rules
@@ -152,38 +166,72 @@ rules:
   - { id: r1, consumer: { department: education }, dataset: household, purposes: [student-aid], sharing: unconditional, legal_basis: basis, fields: { status: clear } }
 ";
     let errors = load(twice).expect_err("dup id");
-    assert!(errors.iter().any(|e| e.line == Some(4) && e.message.contains("already used at rules.yaml:3")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.line == Some(4) && e.message.contains("already used at rules.yaml:3")),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn fixture_warnings_report_conflicts_and_unreachable_rules() {
-    let (_, warnings) = PolicySet::from_sources_at(&fixture_sources(), &fixture_datasets(), &key(), datetime!(2026-06-01 0:00 UTC))
-        .expect("fixture loads");
+    let (_, warnings) = PolicySet::from_sources_at(
+        &fixture_sources(),
+        &fixture_datasets(),
+        &key(),
+        datetime!(2026-06-01 0:00 UTC),
+    )
+    .expect("fixture loads");
     let msgs: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     let any = |needle: &str| msgs.iter().any(|m| m.contains(needle));
-    assert!(any("rules edu-basic and edu-extra both give education access to household for student-aid"), "{msgs:#?}");
-    assert!(any("head.name (mask:name vs pseudonym: pseudonym applies)"), "{msgs:#?}");
-    assert!(any("rule hi-expired expired at 2020-01-02T00:00:00+08:00"), "{msgs:#?}");
-    assert!(any("rule housing-aid is unreachable: deny rule housing-never-aid always overrides it"), "{msgs:#?}");
-    assert!(msgs.iter().all(|m| m.starts_with("rules.yaml:")), "{msgs:#?}");
+    assert!(
+        any(
+            "rules edu-basic and edu-extra both give education access to household for student-aid"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        any("head.name (mask:name vs pseudonym: pseudonym applies)"),
+        "{msgs:#?}"
+    );
+    assert!(
+        any("rule hi-expired expired at 2020-01-02T00:00:00+08:00"),
+        "{msgs:#?}"
+    );
+    assert!(
+        any("rule housing-aid is unreachable: deny rule housing-never-aid always overrides it"),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs.iter().all(|m| m.starts_with("rules.yaml:")),
+        "{msgs:#?}"
+    );
 }
 
 #[test]
 fn version_is_a_content_hash_of_canonical_sources() {
     let ds = fixture_datasets();
-    let a = PolicySet::from_sources(&fixture_sources(), &ds, &key()).expect("a").0;
+    let a = PolicySet::from_sources(&fixture_sources(), &ds, &key())
+        .expect("a")
+        .0;
     // Reformatting and comments do not change the version ...
     let mut reformatted = fixture_sources();
     for s in &mut reformatted {
         s.text = format!("# a comment\n{}\n\n", s.text);
     }
-    let b = PolicySet::from_sources(&reformatted, &ds, &key()).expect("b").0;
+    let b = PolicySet::from_sources(&reformatted, &ds, &key())
+        .expect("b")
+        .0;
     assert_eq!(a.version(), b.version());
     assert_eq!(a.version().len(), 16);
     // ... a changed treatment does.
     let mut changed = fixture_sources();
     for s in &mut changed {
-        s.text = s.text.replace("household_size: clear\n      head.id_number: mask", "household_size: drop\n      head.id_number: mask");
+        s.text = s.text.replace(
+            "household_size: clear\n      head.id_number: mask",
+            "household_size: drop\n      head.id_number: mask",
+        );
     }
     let c = PolicySet::from_sources(&changed, &ds, &key()).expect("c").0;
     assert_ne!(a.version(), c.version());
@@ -191,7 +239,8 @@ fn version_is_a_content_hash_of_canonical_sources() {
 
 #[test]
 fn explain_names_rules_fields_and_inactive_candidates() {
-    let (set, _) = PolicySet::from_sources(&fixture_sources(), &fixture_datasets(), &key()).expect("set");
+    let (set, _) =
+        PolicySet::from_sources(&fixture_sources(), &fixture_datasets(), &key()).expect("set");
     let grants = GrantSet::empty();
     let req = AccessRequest {
         department: "housing",
@@ -206,15 +255,24 @@ fn explain_names_rules_fields_and_inactive_candidates() {
     assert_eq!(e["decision"]["allowed"], true);
     assert_eq!(e["decision"]["version"], set.version());
     let cands = e["candidates"].as_array().expect("candidates");
-    let income = cands.iter().find(|c| c["id"] == "housing-income").expect("housing-income listed");
+    let income = cands
+        .iter()
+        .find(|c| c["id"] == "housing-income")
+        .expect("housing-income listed");
     assert_eq!(income["active"], false);
     assert_eq!(income["inactive_because"], "no-grant");
     assert_eq!(income["sharing"], "conditional");
     let fields = e["decision"]["fields"].as_array().expect("fields");
-    let mobile = fields.iter().find(|f| f["path"] == "head.mobile").expect("mobile");
+    let mobile = fields
+        .iter()
+        .find(|f| f["path"] == "head.mobile")
+        .expect("mobile");
     assert_eq!(mobile["treatment"], "drop");
     assert_eq!(mobile["rule"], "housing-no-mobile");
-    let addr = fields.iter().find(|f| f["path"] == "head.address").expect("address");
+    let addr = fields
+        .iter()
+        .find(|f| f["path"] == "head.address")
+        .expect("address");
     assert_eq!(addr["treatment"], "mask:address");
     assert_eq!(e["decision"]["rows"][0]["region"], "441702");
 
@@ -235,7 +293,10 @@ fn simulate_reports_changes_without_values() {
     let (active, _) = PolicySet::from_sources(&fixture_sources(), &ds, &key()).expect("active");
     let mut draft_src = fixture_sources();
     for s in &mut draft_src {
-        s.text = s.text.replace("      category: clear\n      household_size: clear\n      head.id_number: mask", "      category: clear\n      household_size: clear\n      head.id_number: clear");
+        s.text = s.text.replace(
+            "      category: clear\n      household_size: clear\n      head.id_number: mask",
+            "      category: clear\n      household_size: clear\n      head.id_number: clear",
+        );
     }
     let (draft, _) = PolicySet::from_sources(&draft_src, &ds, &key()).expect("draft");
     assert_ne!(draft.version(), active.version());
@@ -253,9 +314,19 @@ fn simulate_reports_changes_without_values() {
     assert_eq!(c.index, 0);
     assert!(c.output_changed);
     assert_eq!(c.fields.len(), 1);
-    assert_eq!((c.fields[0].path.as_str(), c.fields[0].before.as_str(), c.fields[0].after.as_str()), ("head.id_number", "mask:id-number", "clear"));
+    assert_eq!(
+        (
+            c.fields[0].path.as_str(),
+            c.fields[0].before.as_str(),
+            c.fields[0].after.as_str()
+        ),
+        ("head.id_number", "mask:id-number", "clear")
+    );
     let text = serde_json::to_string(&report).expect("json");
-    assert!(!text.contains("441702198001010017") && !text.contains("张三"), "report must not carry values");
+    assert!(
+        !text.contains("441702198001010017") && !text.contains("张三"),
+        "report must not carry values"
+    );
 }
 
 #[test]
@@ -279,11 +350,21 @@ fn hot_reload_swaps_atomically_and_keeps_the_old_set_on_error() {
     let good = std::fs::read_to_string(&rules).expect("read");
     std::fs::write(&rules, good.replace("head.name: mask", "head.name: smudge")).expect("write");
     let errs = handle.reload().expect_err("invalid");
-    assert!(errs.iter().any(|e| e.message.contains("smudge")), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.message.contains("smudge")),
+        "{errs:?}"
+    );
     assert_eq!(&*handle.version(), v1.as_str());
 
     // Valid change: swapped.
-    std::fs::write(&rules, good.replace("household_size: clear\n      head.id_number: mask", "household_size: drop\n      head.id_number: mask")).expect("write");
+    std::fs::write(
+        &rules,
+        good.replace(
+            "household_size: clear\n      head.id_number: mask",
+            "household_size: drop\n      head.id_number: mask",
+        ),
+    )
+    .expect("write");
     let r = handle.reload().expect("reload");
     assert!(r.changed);
     assert_eq!(r.previous, v1);
@@ -297,7 +378,14 @@ fn hot_reload_swaps_atomically_and_keeps_the_old_set_on_error() {
         let h = handle.clone();
         s.spawn(move || {
             for i in 0..50 {
-                let text = if i % 2 == 0 { good.clone() } else { good.replace("household_size: clear\n      head.id_number: mask", "household_size: drop\n      head.id_number: mask") };
+                let text = if i % 2 == 0 {
+                    good.clone()
+                } else {
+                    good.replace(
+                        "household_size: clear\n      head.id_number: mask",
+                        "household_size: drop\n      head.id_number: mask",
+                    )
+                };
                 std::fs::write(&rules, text).expect("write");
                 h.reload().expect("reload");
             }
@@ -320,9 +408,17 @@ fn hot_reload_swaps_atomically_and_keeps_the_old_set_on_error() {
                     });
                     assert!(versions.iter().any(|v| **v == *d.version));
                     assert_eq!(&*d.version, set.version());
-                    let size = d.fields().iter().find(|f| f.path == "household_size").map(|f| f.treatment.to_string());
+                    let size = d
+                        .fields()
+                        .iter()
+                        .find(|f| f.path == "household_size")
+                        .map(|f| f.treatment.to_string());
                     // The treatment always matches the version's content.
-                    let expect = if *d.version == *versions[0] { "clear" } else { "drop" };
+                    let expect = if *d.version == *versions[0] {
+                        "clear"
+                    } else {
+                        "drop"
+                    };
                     assert_eq!(size.as_deref(), Some(expect));
                 }
             });
@@ -347,14 +443,27 @@ fn default_policies_validate_against_the_dataset_schemas() {
                 schemas.display()
             );
             // Only "unknown dataset" errors are acceptable without schemas.
-            let other: Vec<_> = errors.iter().filter(|e| !e.message.contains("unknown dataset")).collect();
+            let other: Vec<_> = errors
+                .iter()
+                .filter(|e| !e.message.contains("unknown dataset"))
+                .collect();
             assert!(other.is_empty(), "{other:#?}");
             return;
         }
-        Err(errors) => panic!("default policies invalid:\n{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")),
+        Err(errors) => panic!(
+            "default policies invalid:\n{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
     };
     let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
-    assert!(warnings.is_empty(), "default policies should load without warnings: {w:#?}");
+    assert!(
+        warnings.is_empty(),
+        "default policies should load without warnings: {w:#?}"
+    );
     for p in [
         "student-aid",
         "medical-assistance",
@@ -366,19 +475,45 @@ fn default_policies_validate_against_the_dataset_schemas() {
     ] {
         assert!(set.purpose(p).is_some(), "purpose {p}");
     }
-    assert!(set.purpose("eligibility-verification").is_some_and(|p| p.requires_authorisation));
+    assert!(
+        set.purpose("eligibility-verification")
+            .is_some_and(|p| p.requires_authorisation)
+    );
     // Every department reads something from another department.
     for (dept, purpose, dataset) in [
         ("education", "student-aid", "assistance-enrolment"),
-        ("health-insurance", "medical-assistance", "assistance-enrolment"),
+        (
+            "health-insurance",
+            "medical-assistance",
+            "assistance-enrolment",
+        ),
         ("housing", "housing-assistance", "assistance-enrolment"),
-        ("rural-revitalization", "poverty-return-monitoring", "assistance-enrolment"),
-        ("civil-affairs", "low-income-monitoring", "monitoring-object"),
+        (
+            "rural-revitalization",
+            "poverty-return-monitoring",
+            "assistance-enrolment",
+        ),
+        (
+            "civil-affairs",
+            "low-income-monitoring",
+            "monitoring-object",
+        ),
         ("civil-affairs", "low-income-monitoring", "student-aid"),
-        ("civil-affairs", "low-income-monitoring", "medical-settlement"),
-        ("civil-affairs", "low-income-monitoring", "housing-assistance"),
+        (
+            "civil-affairs",
+            "low-income-monitoring",
+            "medical-settlement",
+        ),
+        (
+            "civil-affairs",
+            "low-income-monitoring",
+            "housing-assistance",
+        ),
     ] {
-        assert!(set.datasets_for(dept, purpose).contains(&dataset), "{dept} {purpose} {dataset}");
+        assert!(
+            set.datasets_for(dept, purpose).contains(&dataset),
+            "{dept} {purpose} {dataset}"
+        );
     }
 }
 
@@ -391,6 +526,12 @@ fn validate_cli_exit_codes() {
     assert_eq!(ok, std::process::ExitCode::SUCCESS);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("bad.yaml"), "rules: [1]\n").expect("write");
-    let bad = gateway::policy::validate_cli(dir.path(), &manifest().join("tests/fixtures/policy/schemas"));
-    assert_eq!(bad, std::process::ExitCode::from(gateway::policy::EXIT_DATAERR));
+    let bad = gateway::policy::validate_cli(
+        dir.path(),
+        &manifest().join("tests/fixtures/policy/schemas"),
+    );
+    assert_eq!(
+        bad,
+        std::process::ExitCode::from(gateway::policy::EXIT_DATAERR)
+    );
 }

@@ -18,21 +18,42 @@ use time::macros::datetime;
 /// (path, treatments that are legal for it).
 const FIELDS: &[(&str, &[&str])] = &[
     ("record_id", &["clear", "pseudonym", "drop"]),
-    ("region_code", &["clear", "generalise:city", "pseudonym", "drop"]),
+    (
+        "region_code",
+        &["clear", "generalise:city", "pseudonym", "drop"],
+    ),
     ("status", &["clear", "pseudonym", "drop"]),
     ("category", &["clear", "pseudonym", "drop"]),
     ("head.id_number", &["clear", "mask", "pseudonym", "drop"]),
     ("head.name", &["clear", "mask", "pseudonym", "drop"]),
     ("head.mobile", &["clear", "mask", "pseudonym", "drop"]),
     ("head.address", &["clear", "mask", "pseudonym", "drop"]),
-    ("head.birth_date", &["clear", "generalise:year", "generalise:age-band", "pseudonym", "drop"]),
-    ("members[].id_number", &["clear", "mask", "pseudonym", "drop"]),
+    (
+        "head.birth_date",
+        &[
+            "clear",
+            "generalise:year",
+            "generalise:age-band",
+            "pseudonym",
+            "drop",
+        ],
+    ),
+    (
+        "members[].id_number",
+        &["clear", "mask", "pseudonym", "drop"],
+    ),
     ("members[].name", &["clear", "mask", "pseudonym", "drop"]),
-    ("members[].birth_date", &["clear", "generalise", "generalise:age-band", "drop"]),
+    (
+        "members[].birth_date",
+        &["clear", "generalise", "generalise:age-band", "drop"],
+    ),
     ("members[].relation", &["clear", "pseudonym", "drop"]),
     ("members[].illness", &["mask:mobile", "pseudonym", "drop"]),
     ("household_size", &["clear", "generalise", "drop"]),
-    ("monthly_amount", &["clear", "generalise", "generalise:band:0,100,1000", "drop"]),
+    (
+        "monthly_amount",
+        &["clear", "generalise", "generalise:band:0,100,1000", "drop"],
+    ),
     ("per_capita_income", &["clear", "generalise", "drop"]),
     ("bank_account", &["mask", "pseudonym", "drop"]),
     ("tags[]", &["clear", "pseudonym", "drop"]),
@@ -57,23 +78,37 @@ struct GenDeny {
 fn rule_strategy() -> impl Strategy<Value = GenRule> {
     (
         proptest::option::of(0..REGIONS.len()),
-        proptest::option::of(proptest::sample::subsequence((0..STATUSES.len()).collect::<Vec<_>>(), 1..=2)),
+        proptest::option::of(proptest::sample::subsequence(
+            (0..STATUSES.len()).collect::<Vec<_>>(),
+            1..=2,
+        )),
         proptest::sample::subsequence((0..FIELDS.len()).collect::<Vec<_>>(), 1..=FIELDS.len()),
         proptest::collection::vec(0usize..8, FIELDS.len()),
     )
         .prop_map(|(region, statuses, picked, choice)| GenRule {
             region,
             statuses,
-            fields: picked.into_iter().map(|f| (f, choice[f] % FIELDS[f].1.len())).collect(),
+            fields: picked
+                .into_iter()
+                .map(|f| (f, choice[f] % FIELDS[f].1.len()))
+                .collect(),
         })
 }
 
 fn deny_strategy() -> impl Strategy<Value = GenDeny> {
     prop_oneof![
-        proptest::sample::subsequence((0..FIELDS.len()).collect::<Vec<_>>(), 1..=3)
-            .prop_map(|fields| GenDeny { fields, statuses: None }),
-        proptest::sample::subsequence((0..STATUSES.len()).collect::<Vec<_>>(), 1..=1)
-            .prop_map(|s| GenDeny { fields: vec![], statuses: Some(s) }),
+        proptest::sample::subsequence((0..FIELDS.len()).collect::<Vec<_>>(), 1..=3).prop_map(
+            |fields| GenDeny {
+                fields,
+                statuses: None
+            }
+        ),
+        proptest::sample::subsequence((0..STATUSES.len()).collect::<Vec<_>>(), 1..=1).prop_map(
+            |s| GenDeny {
+                fields: vec![],
+                statuses: Some(s)
+            }
+        ),
     ]
 }
 
@@ -90,7 +125,8 @@ fn record_strategy() -> impl Strategy<Value = Value> {
         proptest::option::of("[a-z0-9]{1,12}"),
     )
         .prop_map(|(id, name, birth, rel, ill)| {
-            let mut m = json!({"id_number": id, "name": name, "birth_date": birth, "relation": rel});
+            let mut m =
+                json!({"id_number": id, "name": name, "birth_date": birth, "relation": rel});
             if let Some(i) = ill {
                 m["illness"] = json!(i);
             }
@@ -169,18 +205,29 @@ fn policy_json(rules: &[GenRule], denies: &[GenDeny]) -> String {
 
 /// Walks the output alongside the input, calling `visit(path, out, input)`
 /// for every scalar; fails on a key the input does not have.
-fn walk(out: &Value, inp: &Value, path: &str, visit: &mut dyn FnMut(&str, &Value, &Value)) -> Result<(), String> {
+fn walk(
+    out: &Value,
+    inp: &Value,
+    path: &str,
+    visit: &mut dyn FnMut(&str, &Value, &Value),
+) -> Result<(), String> {
     match out {
         Value::Object(m) => {
             for (k, v) in m {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 let i = inp.get(k).ok_or(format!("output invents {p}"))?;
                 walk(v, i, &p, visit)?;
             }
             Ok(())
         }
         Value::Array(a) => {
-            let ia = inp.as_array().ok_or(format!("{path} is not an array in the input"))?;
+            let ia = inp
+                .as_array()
+                .ok_or(format!("{path} is not an array in the input"))?;
             if a.len() != ia.len() {
                 return Err(format!("{path}: array length changed"));
             }

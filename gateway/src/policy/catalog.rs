@@ -214,7 +214,9 @@ fn walk_properties(
     };
     for (name, prop) in props {
         if name.is_empty() || name.contains(['.', '[', ']']) {
-            return Err(format!("property name {name:?} cannot be used in a field path"));
+            return Err(format!(
+                "property name {name:?} cannot be used in a field path"
+            ));
         }
         let path = if prefix.is_empty() {
             name.clone()
@@ -448,7 +450,8 @@ mod tests {
     #[test]
     fn rejects_bad_schemas() {
         assert!(DatasetInfo::from_schema(&json!({"x-owner": "a"})).is_err());
-        let bad_region = json!({"x-dataset": "d", "x-owner": "o", "x-region": "nope", "properties": {}});
+        let bad_region =
+            json!({"x-dataset": "d", "x-owner": "o", "x-region": "nope", "properties": {}});
         assert!(DatasetInfo::from_schema(&bad_region).is_err());
         let bad_kind = json!({"x-dataset": "d", "x-owner": "o",
             "properties": {"a": {"x-kind": "weird"}}});

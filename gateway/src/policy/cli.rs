@@ -64,7 +64,12 @@ pub fn validate_cli(dir: &Path, schemas_dir: &Path) -> ExitCode {
 /// [`Sample`](super::Sample)) against the active set in `active_dir` and the
 /// draft in `draft_dir`, printing the JSON report. Exit 0 when the report was
 /// produced (whatever it says), 65 on invalid input.
-pub fn simulate_cli(draft_dir: &Path, active_dir: &Path, schemas_dir: &Path, samples_file: &Path) -> ExitCode {
+pub fn simulate_cli(
+    draft_dir: &Path,
+    active_dir: &Path,
+    schemas_dir: &Path,
+    samples_file: &Path,
+) -> ExitCode {
     let datasets = match load_datasets(schemas_dir) {
         Ok(d) => d,
         Err(code) => return code,

@@ -125,7 +125,12 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn deny(set: &PolicySet, req: &AccessRequest<'_>, code: ReasonCode, rule: Option<Arc<str>>) -> Self {
+    fn deny(
+        set: &PolicySet,
+        req: &AccessRequest<'_>,
+        code: ReasonCode,
+        rule: Option<Arc<str>>,
+    ) -> Self {
         Decision {
             allowed: false,
             version: set.version_arc(),
@@ -185,7 +190,10 @@ impl Serialize for Decision {
         st.serialize_field("grants", &self.grants)?;
         st.serialize_field("errors", &self.errors)?;
         st.serialize_field("fields", self.fields())?;
-        st.serialize_field("rows", &self.plan.as_deref().map(Plan::rows).unwrap_or_default())?;
+        st.serialize_field(
+            "rows",
+            &self.plan.as_deref().map(Plan::rows).unwrap_or_default(),
+        )?;
         st.end()
     }
 }
@@ -250,13 +258,21 @@ impl PolicySet {
             department: req.department.to_owned(),
             dataset: req.dataset.to_owned(),
             purpose: req.purpose.to_owned(),
-            hidden_rows: decision.plan.as_deref().map(|p| p.deny_rows().to_vec()).unwrap_or_default(),
+            hidden_rows: decision
+                .plan
+                .as_deref()
+                .map(|p| p.deny_rows().to_vec())
+                .unwrap_or_default(),
             decision,
             candidates: trace,
         }
     }
 
-    fn evaluate(&self, req: &AccessRequest<'_>, mut trace: Option<&mut Vec<RuleStatus>>) -> Decision {
+    fn evaluate(
+        &self,
+        req: &AccessRequest<'_>,
+        mut trace: Option<&mut Vec<RuleStatus>>,
+    ) -> Decision {
         let Some(&ds) = self.dataset_index.get(req.dataset) else {
             return Decision::deny(self, req, ReasonCode::UnknownDataset, None);
         };
@@ -266,7 +282,9 @@ impl PolicySet {
         let Some(&dept) = self.dept_index.get(req.department) else {
             return Decision::deny(self, req, ReasonCode::UnknownDepartment, None);
         };
-        if self.purposes[p].requires_authorisation && !req.authorisation.is_some_and(|a| !a.trim().is_empty()) {
+        if self.purposes[p].requires_authorisation
+            && !req.authorisation.is_some_and(|a| !a.trim().is_empty())
+        {
             return Decision::deny(self, req, ReasonCode::AuthorisationRequired, None);
         }
         let Some(entry) = self.keys.get(&(dept as u32, ds as u32, p as u32)) else {
@@ -337,7 +355,8 @@ impl PolicySet {
         if entry.candidates.len() > 64 {
             // Cannot be represented in the cache key; fail closed.
             let mut dec = Decision::deny(self, req, ReasonCode::NoActiveRule, None);
-            dec.errors.push("too many candidate rules for one request".into());
+            dec.errors
+                .push("too many candidate rules for one request".into());
             return dec;
         }
         let plan = self.plan_for(entry, active, ds, dept);
@@ -476,7 +495,12 @@ fn treatments(d: &Decision) -> Vec<(String, String)> {
 
 /// Runs `samples` against the active set and a draft, without activating
 /// anything, and reports what changes.
-pub fn simulate(draft: &PolicySet, active: &PolicySet, samples: &[Sample], now: OffsetDateTime) -> SimulationReport {
+pub fn simulate(
+    draft: &PolicySet,
+    active: &PolicySet,
+    samples: &[Sample],
+    now: OffsetDateTime,
+) -> SimulationReport {
     let mut changes = Vec::new();
     for (index, s) in samples.iter().enumerate() {
         let grants = GrantSet::new(s.grants.clone());
@@ -499,7 +523,11 @@ pub fn simulate(draft: &PolicySet, active: &PolicySet, samples: &[Sample], now: 
                 .find(|(q, _)| q == p)
                 .map_or_else(|| "drop".to_owned(), |(_, x)| x.clone())
         };
-        let mut paths: Vec<&str> = t0.iter().chain(t1.iter()).map(|(p, _)| p.as_str()).collect();
+        let mut paths: Vec<&str> = t0
+            .iter()
+            .chain(t1.iter())
+            .map(|(p, _)| p.as_str())
+            .collect();
         paths.sort_unstable();
         paths.dedup();
         for p in paths {

@@ -31,7 +31,10 @@ pub struct Grant {
 impl Grant {
     /// Whether this grant makes `rule_id` apply to `department` at `now`.
     pub fn covers(&self, rule_id: &str, department: &str, now: OffsetDateTime) -> bool {
-        self.approved && self.rule_id == rule_id && self.department == department && now < self.not_after
+        self.approved
+            && self.rule_id == rule_id
+            && self.department == department
+            && now < self.not_after
     }
 }
 
@@ -55,7 +58,9 @@ impl GrantSet {
 
     /// The grant that makes `rule_id` apply to `department` at `now`.
     pub fn find(&self, rule_id: &str, department: &str, now: OffsetDateTime) -> Option<&Grant> {
-        self.grants.iter().find(|g| g.covers(rule_id, department, now))
+        self.grants
+            .iter()
+            .find(|g| g.covers(rule_id, department, now))
     }
 
     /// All grants held.
@@ -192,25 +197,41 @@ mod tests {
         assert!(!g.covers("r1", "housing", datetime!(2026-07-01 0:00 UTC)));
         assert!(!grant("p", false, datetime!(2027-01-01 0:00 UTC)).covers("r1", "housing", now));
         let set = GrantSet::new(vec![grant("old", true, datetime!(2026-01-01 0:00 UTC)), g]);
-        assert_eq!(set.find("r1", "housing", now).map(|g| g.id.as_str()), Some("g"));
+        assert_eq!(
+            set.find("r1", "housing", now).map(|g| g.id.as_str()),
+            Some("g")
+        );
     }
 
     async fn round_trip(db: Database) {
         let now = datetime!(2026-06-01 0:00 UTC);
         let later = datetime!(2026-12-31 16:00 UTC);
-        GrantStore::insert(&db, &grant("g1", true, later)).await.expect("insert");
-        GrantStore::insert(&db, &grant("g2", false, later)).await.expect("insert");
+        GrantStore::insert(&db, &grant("g1", true, later))
+            .await
+            .expect("insert");
+        GrantStore::insert(&db, &grant("g2", false, later))
+            .await
+            .expect("insert");
         GrantStore::insert(&db, &grant("g3", true, datetime!(2026-05-01 0:00 UTC)))
             .await
             .expect("insert");
         let mut other = grant("g4", true, later);
         other.department = "education".into();
         GrantStore::insert(&db, &other).await.expect("insert");
-        let got = GrantStore::list_active(&db, "housing", now).await.expect("list");
+        let got = GrantStore::list_active(&db, "housing", now)
+            .await
+            .expect("list");
         assert_eq!(got, vec![grant("g1", true, later)]);
         // Revocation updates in place.
-        GrantStore::insert(&db, &grant("g1", false, later)).await.expect("update");
-        assert!(GrantStore::list_active(&db, "housing", now).await.expect("list").is_empty());
+        GrantStore::insert(&db, &grant("g1", false, later))
+            .await
+            .expect("update");
+        assert!(
+            GrantStore::list_active(&db, "housing", now)
+                .await
+                .expect("list")
+                .is_empty()
+        );
     }
 
     #[tokio::test]

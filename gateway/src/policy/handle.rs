@@ -120,7 +120,10 @@ impl PolicyHandle {
     /// Polls the directory every `every` and reloads when its content
     /// changed (same version → no swap). Errors keep the old set and are
     /// logged by count and location only.
-    pub fn spawn_watcher(self: Arc<Self>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_watcher(
+        self: Arc<Self>,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -44,12 +44,15 @@ pub mod treatment;
 pub use catalog::{DatasetInfo, Datasets, FieldInfo, FieldKind, Sharing};
 pub use cli::{EXIT_DATAERR, simulate_cli, validate_cli};
 pub use decide::{
-    AccessRequest, Decision, Explanation, FieldChange, Outcome, Reason, ReasonCode, RuleStatus, Sample,
-    SampleChange, SimulationReport, simulate,
+    AccessRequest, Decision, Explanation, FieldChange, Outcome, Reason, ReasonCode, RuleStatus,
+    Sample, SampleChange, SimulationReport, simulate,
 };
 pub use grants::{Grant, GrantSet, GrantStore};
 pub use handle::{PolicyHandle, Reloaded};
 pub use plan::{ApplyCtx, EvalError, FieldDecision, Filter, Plan, RowScope};
-pub use set::{Effect, OWNER_RULE_PREFIX, POLICY_SCHEMA, PolicyError, PolicySet, RuleSharing, SourceFile, Warning};
+pub use set::{
+    Effect, OWNER_RULE_PREFIX, POLICY_SCHEMA, PolicyError, PolicySet, RuleSharing, SourceFile,
+    Warning,
+};
 pub use source::{DepartmentDef, PurposeDef};
 pub use treatment::{PseudonymKey, Treatment};

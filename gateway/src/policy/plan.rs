@@ -60,13 +60,17 @@ pub struct RowScope {
 
 impl RowScope {
     fn matches(&self, record: &Value, region: &RegionCode) -> bool {
-        self.region.is_none_or(|r| r.contains(region)) && self.filters.iter().all(|f| f.matches(record))
+        self.region.is_none_or(|r| r.contains(region))
+            && self.filters.iter().all(|f| f.matches(record))
     }
 }
 
 #[derive(Debug)]
 pub(crate) enum PNode {
-    Leaf { treatment: Treatment, kind: FieldKind },
+    Leaf {
+        treatment: Treatment,
+        kind: FieldKind,
+    },
     Obj(Vec<(String, PNode)>),
     Arr(Box<PNode>),
 }
@@ -147,7 +151,11 @@ impl Plan {
         default_rule: Arc<str>,
     ) -> Plan {
         let n = allows.len();
-        let slots = if n <= MAX_CACHED_PARTS { 1usize << n } else { 0 };
+        let slots = if n <= MAX_CACHED_PARTS {
+            1usize << n
+        } else {
+            0
+        };
         let mut plan = Plan {
             dataset_fields,
             allows,
@@ -175,12 +183,18 @@ impl Plan {
                 continue;
             }
             for (leaf, t) in &part.leaves {
-                let Some(slot) = merged.get_mut(*leaf) else { continue };
+                let Some(slot) = merged.get_mut(*leaf) else {
+                    continue;
+                };
                 *slot = Some(match slot.take() {
                     None => (t.clone(), part.scope.rule.clone()),
                     Some((old, by)) => {
                         let m = Treatment::most_restrictive(&old, t);
-                        if m == old { (old, by) } else { (m, part.scope.rule.clone()) }
+                        if m == old {
+                            (old, by)
+                        } else {
+                            (m, part.scope.rule.clone())
+                        }
                     }
                 });
             }
@@ -195,7 +209,8 @@ impl Plan {
             if f.kind.is_container() {
                 continue;
             }
-            let (treatment, rule) = m.unwrap_or_else(|| (Treatment::Drop, self.default_rule.clone()));
+            let (treatment, rule) =
+                m.unwrap_or_else(|| (Treatment::Drop, self.default_rule.clone()));
             fields.push(FieldDecision {
                 path: f.path.clone(),
                 treatment,
@@ -204,7 +219,11 @@ impl Plan {
         }
         let leaves: Vec<(&str, &Treatment, FieldKind)> = fields
             .iter()
-            .zip(self.dataset_fields.iter().filter(|f| !f.kind.is_container()))
+            .zip(
+                self.dataset_fields
+                    .iter()
+                    .filter(|f| !f.kind.is_container()),
+            )
             .map(|(fd, f)| (fd.path.as_str(), &fd.treatment, f.kind))
             .collect();
         let tree = build_tree(&leaves);
@@ -319,10 +338,12 @@ fn apply_node(
     path: &mut String,
 ) -> Result<Value, EvalError> {
     match node {
-        PNode::Leaf { treatment, kind } => treat(treatment, *kind, v, ctx).map_err(|reason| EvalError::Field {
-            path: path.clone(),
-            reason,
-        }),
+        PNode::Leaf { treatment, kind } => {
+            treat(treatment, *kind, v, ctx).map_err(|reason| EvalError::Field {
+                path: path.clone(),
+                reason,
+            })
+        }
         PNode::Obj(entries) => match v {
             Value::Null => Ok(Value::Null),
             Value::Object(o) => Ok(Value::Object(apply_obj(entries, o, ctx, path)?)),
@@ -438,7 +459,11 @@ mod tests {
             .into_iter()
             .map(|scope| AllowPart {
                 scope,
-                leaves: leaves.iter().enumerate().map(|(i, (_, t, _))| (i, t.clone())).collect(),
+                leaves: leaves
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, t, _))| (i, t.clone()))
+                    .collect(),
             })
             .collect();
         Plan::new(
@@ -447,7 +472,9 @@ mod tests {
             Vec::new(),
             Vec::new(),
             Some(vec!["region_code".into()]),
-            PseudonymKey::from_bytes(&[1; 32]).expect("key").for_department("x"),
+            PseudonymKey::from_bytes(&[1; 32])
+                .expect("key")
+                .for_department("x"),
             Arc::from("default-deny"),
         )
     }
@@ -472,8 +499,16 @@ mod tests {
         let p = plan(
             &[
                 ("region_code", Treatment::Clear, FieldKind::Region),
-                ("head.name", Treatment::Mask(MaskKind::Name), FieldKind::Name),
-                ("members[].id_number", Treatment::Mask(MaskKind::IdNumber), FieldKind::IdNumber),
+                (
+                    "head.name",
+                    Treatment::Mask(MaskKind::Name),
+                    FieldKind::Name,
+                ),
+                (
+                    "members[].id_number",
+                    Treatment::Mask(MaskKind::IdNumber),
+                    FieldKind::IdNumber,
+                ),
                 ("members[].enrolled", Treatment::Clear, FieldKind::Boolean),
                 ("members[].mobile", Treatment::Drop, FieldKind::Mobile),
             ],
@@ -537,9 +572,15 @@ mod tests {
             all_rows(),
         );
         let bad = json!({"region_code": "441702", "head": {"name": {"nested": "x"}}});
-        assert!(matches!(p.try_apply(&bad, &ctx("441700")), Err(EvalError::Field { .. })));
+        assert!(matches!(
+            p.try_apply(&bad, &ctx("441700")),
+            Err(EvalError::Field { .. })
+        ));
         let bad = json!({"region_code": "441702", "head": "flat"});
-        assert!(matches!(p.try_apply(&bad, &ctx("441700")), Err(EvalError::Structure(_))));
+        assert!(matches!(
+            p.try_apply(&bad, &ctx("441700")),
+            Err(EvalError::Structure(_))
+        ));
         assert!(p.apply(&json!([1]), &ctx("441700")).is_none());
     }
 }

@@ -244,7 +244,10 @@ impl PolicySet {
     /// `purpose`: the datasets a person view or a match should consult.
     /// Whether a rule is active is decided per request by `decide`.
     pub fn datasets_for(&self, department: &str, purpose: &str) -> Vec<&str> {
-        let (Some(&d), Some(&p)) = (self.dept_index.get(department), self.purpose_index.get(purpose)) else {
+        let (Some(&d), Some(&p)) = (
+            self.dept_index.get(department),
+            self.purpose_index.get(purpose),
+        ) else {
             return Vec::new();
         };
         self.datasets
@@ -253,7 +256,11 @@ impl PolicySet {
             .filter(|(i, _)| {
                 self.keys
                     .get(&(d as u32, *i as u32, p as u32))
-                    .is_some_and(|k| k.candidates.iter().any(|&r| self.rules[r].effect == Effect::Allow))
+                    .is_some_and(|k| {
+                        k.candidates
+                            .iter()
+                            .any(|&r| self.rules[r].effect == Effect::Allow)
+                    })
             })
             .map(|(_, ds)| ds.id.as_str())
             .collect()
@@ -269,7 +276,13 @@ impl PolicySet {
         self.rules.len()
     }
 
-    pub(crate) fn plan_for(&self, entry: &KeyEntry, active: u64, dataset: usize, dept: usize) -> Arc<Plan> {
+    pub(crate) fn plan_for(
+        &self,
+        entry: &KeyEntry,
+        active: u64,
+        dataset: usize,
+        dept: usize,
+    ) -> Arc<Plan> {
         let build = || {
             let ids: Vec<usize> = entry
                 .candidates
@@ -331,12 +344,15 @@ fn read_sources(dir: &Path) -> Result<Vec<SourceFile>, Vec<PolicyError>> {
         pointer: String::new(),
         message: m,
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| vec![err(dir, format!("cannot read the policy directory: {e}"))])?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| vec![err(dir, format!("cannot read the policy directory: {e}"))])?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) && p.is_file()
+            !name.starts_with('.')
+                && (name.ends_with(".yaml") || name.ends_with(".yml"))
+                && p.is_file()
         })
         .collect();
     paths.sort();
@@ -344,9 +360,10 @@ fn read_sources(dir: &Path) -> Result<Vec<SourceFile>, Vec<PolicyError>> {
     let mut errors = Vec::new();
     for p in paths {
         match std::fs::read(&p) {
-            Ok(b) if b.len() > super::source::MAX_FILE_BYTES => {
-                errors.push(err(&p, format!("larger than {} bytes", super::source::MAX_FILE_BYTES)))
-            }
+            Ok(b) if b.len() > super::source::MAX_FILE_BYTES => errors.push(err(
+                &p,
+                format!("larger than {} bytes", super::source::MAX_FILE_BYTES),
+            )),
             Ok(b) => match String::from_utf8(b) {
                 Ok(text) => out.push(SourceFile {
                     name: p.display().to_string(),
@@ -360,7 +377,11 @@ fn read_sources(dir: &Path) -> Result<Vec<SourceFile>, Vec<PolicyError>> {
     if out.is_empty() && errors.is_empty() {
         errors.push(err(dir, "no policy files (*.yaml) found".into()));
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Parses a validity bound. Dates are China time (UTC+8); a `not_after`
@@ -370,7 +391,8 @@ fn parse_bound(s: &str, end: bool) -> Result<OffsetDateTime, String> {
         let d = super::treatment::parse_date(&Value::String(s.to_owned()))
             .ok_or_else(|| format!("{s:?} is not a valid date"))?;
         let d = if end {
-            d.next_day().ok_or_else(|| format!("{s:?} is out of range"))?
+            d.next_day()
+                .ok_or_else(|| format!("{s:?} is out of range"))?
         } else {
             d
         };
@@ -443,14 +465,25 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn run(mut self, sources: &[SourceFile]) -> Result<(PolicySet, Vec<Warning>), Vec<PolicyError>> {
+    fn run(
+        mut self,
+        sources: &[SourceFile],
+    ) -> Result<(PolicySet, Vec<Warning>), Vec<PolicyError>> {
         let schema: Value = match serde_json::from_str(POLICY_SCHEMA) {
             Ok(v) => v,
-            Err(e) => return Err(vec![self.internal(format!("policy schema is not JSON: {e}"))]),
+            Err(e) => {
+                return Err(vec![
+                    self.internal(format!("policy schema is not JSON: {e}")),
+                ]);
+            }
         };
         let validator = match jsonschema::validator_for(&schema) {
             Ok(v) => v,
-            Err(e) => return Err(vec![self.internal(format!("policy schema does not compile: {e}"))]),
+            Err(e) => {
+                return Err(vec![
+                    self.internal(format!("policy schema does not compile: {e}")),
+                ]);
+            }
         };
 
         // 1. Parse and shape-check every file.
@@ -509,32 +542,44 @@ impl<'a> Compiler<'a> {
             };
             for (i, d) in f.departments.iter().enumerate() {
                 if dept_index.insert(d.id.clone(), departments.len()).is_some() {
-                    self.errors
-                        .push(fc.error(format!("/departments/{i}/id"), format!("department {:?} is defined twice", d.id)));
+                    self.errors.push(fc.error(
+                        format!("/departments/{i}/id"),
+                        format!("department {:?} is defined twice", d.id),
+                    ));
                 } else {
                     departments.push(d.clone());
                 }
             }
             for (i, p) in f.purposes.iter().enumerate() {
-                if purpose_index.insert(p.code.clone(), purposes.len()).is_some() {
-                    self.errors
-                        .push(fc.error(format!("/purposes/{i}/code"), format!("purpose {:?} is defined twice", p.code)));
+                if purpose_index
+                    .insert(p.code.clone(), purposes.len())
+                    .is_some()
+                {
+                    self.errors.push(fc.error(
+                        format!("/purposes/{i}/code"),
+                        format!("purpose {:?} is defined twice", p.code),
+                    ));
                 } else {
                     purposes.push(p.clone());
                 }
             }
         }
         if departments.is_empty() {
-            self.errors.push(self.internal("no departments defined (a `departments:` list)".into()));
+            self.errors
+                .push(self.internal("no departments defined (a `departments:` list)".into()));
         }
         if purposes.is_empty() {
-            self.errors.push(self.internal("no purposes defined (a `purposes:` list)".into()));
+            self.errors
+                .push(self.internal("no purposes defined (a `purposes:` list)".into()));
         }
 
         // 3. Datasets: owners must be known departments.
         let datasets: Vec<DatasetInfo> = self.datasets.iter().cloned().collect();
-        let dataset_index: HashMap<String, usize> =
-            datasets.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
+        let dataset_index: HashMap<String, usize> = datasets
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.clone(), i))
+            .collect();
         for d in &datasets {
             if !dept_index.contains_key(&d.owner) {
                 self.errors.push(PolicyError {
@@ -558,9 +603,13 @@ impl<'a> Compiler<'a> {
             for (i, def) in f.rules.iter().enumerate() {
                 let ptr = format!("/rules/{i}");
                 if let Some((file, line)) = seen_ids.get(&def.id) {
-                    let at = line.map(|l| format!("{file}:{l}")).unwrap_or_else(|| file.to_string());
-                    self.errors
-                        .push(fc.error(format!("{ptr}/id"), format!("rule id {:?} is already used at {at}", def.id)));
+                    let at = line
+                        .map(|l| format!("{file}:{l}"))
+                        .unwrap_or_else(|| file.to_string());
+                    self.errors.push(fc.error(
+                        format!("{ptr}/id"),
+                        format!("rule id {:?} is already used at {at}", def.id),
+                    ));
                     continue;
                 }
                 seen_ids.insert(def.id.clone(), (name.clone(), located.line(&ptr)));
@@ -641,7 +690,10 @@ impl<'a> Compiler<'a> {
                         0
                     };
                     let cache = (0..slots).map(|_| OnceLock::new()).collect();
-                    keys.insert((dept as u32, ds as u32, p as u32), KeyEntry { candidates, cache });
+                    keys.insert(
+                        (dept as u32, ds as u32, p as u32),
+                        KeyEntry { candidates, cache },
+                    );
                 }
             }
         }
@@ -665,8 +717,14 @@ impl<'a> Compiler<'a> {
         let digest = ctx.finish();
         let version: Arc<str> = Arc::from(hex::encode(&digest.as_ref()[..8]));
 
-        let dataset_fields = datasets.iter().map(|d| Arc::from(d.fields.as_slice())).collect();
-        let dept_keys = departments.iter().map(|d| self.key.for_department(&d.id)).collect();
+        let dataset_fields = datasets
+            .iter()
+            .map(|d| Arc::from(d.fields.as_slice()))
+            .collect();
+        let dept_keys = departments
+            .iter()
+            .map(|d| self.key.for_department(&d.id))
+            .collect();
         Ok((
             PolicySet {
                 version,
@@ -720,7 +778,8 @@ impl<'a> Compiler<'a> {
             Some(s) => match RegionCode::parse(s) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    self.errors.push(fc.error(format!("{ptr}/consumer/region"), e.to_string()));
+                    self.errors
+                        .push(fc.error(format!("{ptr}/consumer/region"), e.to_string()));
                     None
                 }
             },
@@ -730,7 +789,11 @@ impl<'a> Compiler<'a> {
             let known: Vec<&str> = datasets.iter().map(|d| d.id.as_str()).collect();
             self.errors.push(fc.error(
                 format!("{ptr}/dataset"),
-                format!("unknown dataset {:?} (known: {})", def.dataset, known.join(", ")),
+                format!(
+                    "unknown dataset {:?} (known: {})",
+                    def.dataset,
+                    known.join(", ")
+                ),
             ));
         }
         let purposes = def.purposes.as_ref().map(|ps| {
@@ -739,8 +802,10 @@ impl<'a> Compiler<'a> {
                 .filter_map(|(j, p)| match purpose_index.get(p) {
                     Some(&i) => Some(i),
                     None => {
-                        self.errors
-                            .push(fc.error(format!("{ptr}/purposes/{j}"), format!("unknown purpose {p:?}")));
+                        self.errors.push(fc.error(
+                            format!("{ptr}/purposes/{j}"),
+                            format!("unknown purpose {p:?}"),
+                        ));
                         None
                     }
                 })
@@ -751,13 +816,17 @@ impl<'a> Compiler<'a> {
             match parse_bound(s, end) {
                 Ok(t) => Some(t),
                 Err(m) => {
-                    self.errors.push(fc.error(format!("{ptr}/valid/{field}"), m));
+                    self.errors
+                        .push(fc.error(format!("{ptr}/valid/{field}"), m));
                     None
                 }
             }
         };
         let (not_before, not_after) = match &def.valid {
-            Some(v) => (bound("not_before", &v.not_before, false), bound("not_after", &v.not_after, true)),
+            Some(v) => (
+                bound("not_before", &v.not_before, false),
+                bound("not_after", &v.not_after, true),
+            ),
             None => (None, None),
         };
         if let (Some(a), Some(b)) = (not_before, not_after)
@@ -794,8 +863,10 @@ impl<'a> Compiler<'a> {
                 (_, None) => Vec::new(),
                 // The schema rules these shapes out.
                 _ => {
-                    self.errors
-                        .push(fc.error(format!("{ptr}/fields"), "fields has the wrong shape for this effect".into()));
+                    self.errors.push(fc.error(
+                        format!("{ptr}/fields"),
+                        "fields has the wrong shape for this effect".into(),
+                    ));
                     Vec::new()
                 }
             };
@@ -807,10 +878,15 @@ impl<'a> Compiler<'a> {
                             fptr,
                             format!("unknown field {:?} in dataset {}", f.field, ds.id),
                         )),
-                        Some(info) if info.kind.is_container() || f.field.contains("[]") => self.errors.push(fc.error(
-                            fptr,
-                            format!("a row filter needs a single scalar field, and {:?} is not one", f.field),
-                        )),
+                        Some(info) if info.kind.is_container() || f.field.contains("[]") => {
+                            self.errors.push(fc.error(
+                                fptr,
+                                format!(
+                                    "a row filter needs a single scalar field, and {:?} is not one",
+                                    f.field
+                                ),
+                            ))
+                        }
                         Some(_) => {
                             let (values, negate) = match (&f.in_, &f.not_in) {
                                 (Some(v), None) => (v.clone(), false),
@@ -842,7 +918,10 @@ impl<'a> Compiler<'a> {
             if effect == Effect::Allow && ds.region_path.is_none() {
                 self.errors.push(fc.error(
                     format!("{ptr}/dataset"),
-                    format!("dataset {} has no x-region, so row scope cannot be enforced", ds.id),
+                    format!(
+                        "dataset {} has no x-region, so row scope cannot be enforced",
+                        ds.id
+                    ),
                 ));
             }
         }
@@ -885,7 +964,8 @@ impl<'a> Compiler<'a> {
         for (path, tv) in map {
             let fptr = format!("{ptr}/fields/{}", esc(path));
             let Some(t) = tv.as_str() else {
-                self.errors.push(fc.error(fptr, "a treatment is a string".into()));
+                self.errors
+                    .push(fc.error(fptr, "a treatment is a string".into()));
                 continue;
             };
             match ds.fields.iter().position(|f| &f.path == path) {
@@ -926,7 +1006,9 @@ impl<'a> Compiler<'a> {
                 };
                 self.errors.push(fc.error(
                     format!("{ptr}/fields/{}", esc(&by)),
-                    format!("{f} is 不予共享 (x-sharing: none) and can never be granted in clear{how}"),
+                    format!(
+                        "{f} is 不予共享 (x-sharing: none) and can never be granted in clear{how}"
+                    ),
                 ));
                 continue;
             }
@@ -946,11 +1028,15 @@ impl<'a> Compiler<'a> {
         for (k, v) in list.iter().enumerate() {
             let Some(path) = v.as_str() else { continue };
             let Some(i) = ds.fields.iter().position(|f| f.path == path) else {
-                self.errors.push(fc.error(format!("{ptr}/fields/{k}"), unknown_field(ds, path)));
+                self.errors
+                    .push(fc.error(format!("{ptr}/fields/{k}"), unknown_field(ds, path)));
                 continue;
             };
             for (j, f) in ds.fields.iter().enumerate() {
-                if !f.kind.is_container() && (j == i || is_under(&f.path, path)) && !out.iter().any(|(x, _)| *x == j) {
+                if !f.kind.is_container()
+                    && (j == i || is_under(&f.path, path))
+                    && !out.iter().any(|(x, _)| *x == j)
+                {
                     out.push((j, Treatment::Drop));
                 }
             }
@@ -978,18 +1064,26 @@ impl<'a> Compiler<'a> {
             {
                 self.warnings.push(warn(
                     r,
-                    format!("rule {} expired at {}: it can never apply (unreachable)", r.id, fmt_time(t)),
+                    format!(
+                        "rule {} expired at {}: it can never apply (unreachable)",
+                        r.id,
+                        fmt_time(t)
+                    ),
                 ));
             }
             if r.effect == Effect::Allow && r.leaves.iter().all(|(_, t)| *t == Treatment::Drop) {
-                self.warnings.push(warn(r, format!("rule {} grants no field", r.id)));
+                self.warnings
+                    .push(warn(r, format!("rule {} grants no field", r.id)));
             }
             if r.effect == Effect::Allow
                 && let Some(d) = rules.iter().find(|d| shadows(d, r))
             {
                 self.warnings.push(warn(
                     r,
-                    format!("rule {} is unreachable: deny rule {} always overrides it", r.id, d.id),
+                    format!(
+                        "rule {} is unreachable: deny rule {} always overrides it",
+                        r.id, d.id
+                    ),
                 ));
             }
         }
@@ -1065,7 +1159,11 @@ fn unknown_field(ds: &DatasetInfo, path: &str) -> String {
     if similar.is_empty() {
         format!("unknown field {path:?} in dataset {}", ds.id)
     } else {
-        format!("unknown field {path:?} in dataset {} (did you mean {}?)", ds.id, similar.join(", "))
+        format!(
+            "unknown field {path:?} in dataset {} (did you mean {}?)",
+            ds.id,
+            similar.join(", ")
+        )
     }
 }
 
@@ -1106,8 +1204,10 @@ fn shadows(d: &Rule, a: &Rule) -> bool {
             (Some(dr), Some(ar)) => dr.contains(&ar),
             (Some(_), None) => false,
         }
-        && d.not_before.is_none_or(|t| a.not_before.is_some_and(|s| s >= t))
-        && d.not_after.is_none_or(|t| a.not_after.is_some_and(|e| e <= t))
+        && d.not_before
+            .is_none_or(|t| a.not_before.is_some_and(|s| s >= t))
+        && d.not_after
+            .is_none_or(|t| a.not_after.is_some_and(|e| e <= t))
 }
 
 /// The date in China time (UTC+8) of an instant.
@@ -1122,9 +1222,18 @@ mod tests {
 
     #[test]
     fn bounds_are_china_days() {
-        assert_eq!(parse_bound("2026-01-01", false), Ok(datetime!(2025-12-31 16:00 UTC)));
-        assert_eq!(parse_bound("2026-12-31", true), Ok(datetime!(2026-12-31 16:00 UTC)));
-        assert_eq!(parse_bound("2026-06-01T08:00:00Z", false), Ok(datetime!(2026-06-01 8:00 UTC)));
+        assert_eq!(
+            parse_bound("2026-01-01", false),
+            Ok(datetime!(2025-12-31 16:00 UTC))
+        );
+        assert_eq!(
+            parse_bound("2026-12-31", true),
+            Ok(datetime!(2026-12-31 16:00 UTC))
+        );
+        assert_eq!(
+            parse_bound("2026-06-01T08:00:00Z", false),
+            Ok(datetime!(2026-06-01 8:00 UTC))
+        );
         assert!(parse_bound("2026-02-30", false).is_err());
     }
 

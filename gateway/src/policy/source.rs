@@ -184,10 +184,7 @@ fn to_value(node: Spanned<Node>, pointer: String, lines: &mut HashMap<String, u6
 /// On error returns the message and the line, if known.
 pub(crate) fn parse_yaml(text: &str) -> Result<Located, (String, Option<u64>)> {
     if text.len() > MAX_FILE_BYTES {
-        return Err((
-            format!("file is larger than {MAX_FILE_BYTES} bytes"),
-            None,
-        ));
+        return Err((format!("file is larger than {MAX_FILE_BYTES} bytes"), None));
     }
     let mut opts = serde_saphyr::Options::default();
     opts.strict_booleans = true;
@@ -374,7 +371,8 @@ mod tests {
 
     #[test]
     fn lines_for_every_node() {
-        let y = "rules:\n  - id: a\n    fields:\n      name: mask\n      members[].id_number: drop\n";
+        let y =
+            "rules:\n  - id: a\n    fields:\n      name: mask\n      members[].id_number: drop\n";
         let l = parse_yaml(y).expect("yaml");
         assert_eq!(l.line("/rules/0/id"), Some(2));
         assert_eq!(l.line("/rules/0/fields/name"), Some(4));

@@ -136,7 +136,10 @@ impl Treatment {
                 if MaskKind::for_kind(kind) == Some(m) || kind == FieldKind::Text {
                     Ok(Treatment::Mask(m))
                 } else {
-                    Err(format!("mask {} does not fit a field of kind {kind}", m.as_str()))
+                    Err(format!(
+                        "mask {} does not fit a field of kind {kind}",
+                        m.as_str()
+                    ))
                 }
             }
             ("generalise", arg) => {
@@ -153,7 +156,9 @@ impl Treatment {
                     Some("age-band") => Generalisation::AgeBand,
                     Some("city") => Generalisation::City,
                     Some("band") => Generalisation::Band(DEFAULT_BANDS.to_vec()),
-                    Some(a) if a.starts_with("band:") => Generalisation::Band(parse_bands(&a[5..])?),
+                    Some(a) if a.starts_with("band:") => {
+                        Generalisation::Band(parse_bands(&a[5..])?)
+                    }
                     Some(a) => {
                         return Err(format!(
                             "unknown generalisation {a:?}: expected year, age-band, band, band:<b1>,<b2>,… or city"
@@ -165,14 +170,20 @@ impl Treatment {
                         matches!(kind, FieldKind::BirthDate | FieldKind::Date)
                     }
                     Generalisation::Band(_) => {
-                        matches!(kind, FieldKind::Money | FieldKind::Integer | FieldKind::Number)
+                        matches!(
+                            kind,
+                            FieldKind::Money | FieldKind::Integer | FieldKind::Number
+                        )
                     }
                     Generalisation::City => kind == FieldKind::Region,
                 };
                 if fits {
                     Ok(Treatment::Generalise(g))
                 } else {
-                    Err(format!("generalisation {} does not fit a field of kind {kind}", g.name()))
+                    Err(format!(
+                        "generalisation {} does not fit a field of kind {kind}",
+                        g.name()
+                    ))
                 }
             }
             _ => Err(format!(
@@ -189,7 +200,9 @@ fn parse_bands(s: &str) -> Result<Vec<i64>, String> {
         .collect::<Result<_, _>>()
         .map_err(|_| format!("band bounds must be integers, found {s:?}"))?;
     if bands.is_empty() || bands.len() > 64 || bands.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(format!("band bounds must be 1 to 64 strictly increasing integers, found {s:?}"));
+        return Err(format!(
+            "band bounds must be 1 to 64 strictly increasing integers, found {s:?}"
+        ));
     }
     Ok(bands)
 }
@@ -317,7 +330,10 @@ pub fn mask_name(s: &str) -> String {
 
 /// `****` and the last four characters; the length is not revealed.
 pub fn mask_bank_card(s: &str) -> String {
-    let chars: Vec<char> = s.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
+    let chars: Vec<char> = s
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
     if chars.len() < 8 {
         return "****".into();
     }
@@ -529,7 +545,8 @@ pub fn treat(
             }
             Generalisation::City => {
                 let s = v.as_str().ok_or(TreatError::BadRegion)?;
-                let r = adapters::domain::RegionCode::parse(s).map_err(|_| TreatError::BadRegion)?;
+                let r =
+                    adapters::domain::RegionCode::parse(s).map_err(|_| TreatError::BadRegion)?;
                 let city = &r.as_str()[..4];
                 Value::String(format!("{city}00"))
             }
@@ -567,10 +584,19 @@ mod tests {
 
     #[test]
     fn id_number_mask() {
-        assert_eq!(MaskKind::IdNumber.apply("441702198001010017"), "441702********0017");
-        assert_eq!(MaskKind::IdNumber.apply("11010519491231002X"), "110105********002X");
+        assert_eq!(
+            MaskKind::IdNumber.apply("441702198001010017"),
+            "441702********0017"
+        );
+        assert_eq!(
+            MaskKind::IdNumber.apply("11010519491231002X"),
+            "110105********002X"
+        );
         // 15-digit legacy numbers: same shape.
-        assert_eq!(MaskKind::IdNumber.apply("441702800101001"), "441702*****1001");
+        assert_eq!(
+            MaskKind::IdNumber.apply("441702800101001"),
+            "441702*****1001"
+        );
         assert_eq!(MaskKind::IdNumber.apply("12345"), "*****");
         assert_eq!(MaskKind::IdNumber.apply(""), "*");
     }
@@ -601,9 +627,15 @@ mod tests {
 
     #[test]
     fn address_mask() {
-        assert_eq!(mask_address("广东省阳江市江城区东风一路12号"), "广东省阳江市江城区");
+        assert_eq!(
+            mask_address("广东省阳江市江城区东风一路12号"),
+            "广东省阳江市江城区"
+        );
         assert_eq!(mask_address("阳江市阳西县织篢镇某村"), "阳江市阳西县");
-        assert_eq!(mask_address("广东省阳江市阳春市春城街道1号"), "广东省阳江市阳春市");
+        assert_eq!(
+            mask_address("广东省阳江市阳春市春城街道1号"),
+            "广东省阳江市阳春市"
+        );
         assert_eq!(mask_address("阳春市春城街道1号"), "阳春市");
         assert_eq!(
             mask_address("广西壮族自治区南宁市青秀区民族大道1号"),
@@ -615,9 +647,18 @@ mod tests {
     #[test]
     fn generalisations() {
         let today = date!(2026 - 11 - 28);
-        assert_eq!(age_band(date!(1980 - 01 - 01), today).as_deref(), Some("40-49"));
-        assert_eq!(age_band(date!(1986 - 11 - 29), today).as_deref(), Some("30-39"));
-        assert_eq!(age_band(date!(1930 - 01 - 01), today).as_deref(), Some("80+"));
+        assert_eq!(
+            age_band(date!(1980 - 01 - 01), today).as_deref(),
+            Some("40-49")
+        );
+        assert_eq!(
+            age_band(date!(1986 - 11 - 29), today).as_deref(),
+            Some("30-39")
+        );
+        assert_eq!(
+            age_band(date!(1930 - 01 - 01), today).as_deref(),
+            Some("80+")
+        );
         assert_eq!(age_band(date!(2027 - 01 - 01), today), None);
         assert_eq!(band(750.0, DEFAULT_BANDS), "500-1000");
         assert_eq!(band(0.0, DEFAULT_BANDS), "0-500");
@@ -625,15 +666,44 @@ mod tests {
         assert_eq!(band(250_000.0, DEFAULT_BANDS), "100000+");
         let key = PseudonymKey::generate().for_department("education");
         let ctx = TreatCtx { today, key: &key };
-        let g = |t: &str, k, v: Value| treat(&Treatment::parse(t, k).expect("treatment"), k, &v, &ctx);
-        assert_eq!(g("generalise", FieldKind::BirthDate, json!("1980-05-06")), Ok(json!("1980")));
-        assert_eq!(g("generalise:age-band", FieldKind::BirthDate, json!("19800506")), Ok(json!("40-49")));
-        assert_eq!(g("generalise", FieldKind::Money, json!("1234.50")), Ok(json!("1000-2000")));
-        assert_eq!(g("generalise:band:0,300,600", FieldKind::Money, json!(450)), Ok(json!("300-600")));
-        assert_eq!(g("generalise", FieldKind::Region, json!("441702")), Ok(json!("441700")));
-        assert_eq!(g("generalise", FieldKind::Money, json!("abc")), Err(TreatError::BadNumber));
-        assert_eq!(g("generalise", FieldKind::BirthDate, json!("1980-13-01")), Err(TreatError::BadDate));
-        assert_eq!(g("clear", FieldKind::Text, json!({"a": 1})), Err(TreatError::NotScalar));
+        let g =
+            |t: &str, k, v: Value| treat(&Treatment::parse(t, k).expect("treatment"), k, &v, &ctx);
+        assert_eq!(
+            g("generalise", FieldKind::BirthDate, json!("1980-05-06")),
+            Ok(json!("1980"))
+        );
+        assert_eq!(
+            g(
+                "generalise:age-band",
+                FieldKind::BirthDate,
+                json!("19800506")
+            ),
+            Ok(json!("40-49"))
+        );
+        assert_eq!(
+            g("generalise", FieldKind::Money, json!("1234.50")),
+            Ok(json!("1000-2000"))
+        );
+        assert_eq!(
+            g("generalise:band:0,300,600", FieldKind::Money, json!(450)),
+            Ok(json!("300-600"))
+        );
+        assert_eq!(
+            g("generalise", FieldKind::Region, json!("441702")),
+            Ok(json!("441700"))
+        );
+        assert_eq!(
+            g("generalise", FieldKind::Money, json!("abc")),
+            Err(TreatError::BadNumber)
+        );
+        assert_eq!(
+            g("generalise", FieldKind::BirthDate, json!("1980-13-01")),
+            Err(TreatError::BadDate)
+        );
+        assert_eq!(
+            g("clear", FieldKind::Text, json!({"a": 1})),
+            Err(TreatError::NotScalar)
+        );
         assert_eq!(g("mask", FieldKind::Name, Value::Null), Ok(Value::Null));
     }
 
@@ -650,14 +720,24 @@ mod tests {
         assert!(Treatment::parse("generalise:band:5,1", FieldKind::Money).is_err());
         assert!(Treatment::parse("pseudonym", FieldKind::Object).is_err());
         assert!(Treatment::parse("blur", FieldKind::Text).is_err());
-        for s in ["clear", "drop", "pseudonym", "mask:name", "generalise:age-band", "generalise:band:0,10"] {
+        for s in [
+            "clear",
+            "drop",
+            "pseudonym",
+            "mask:name",
+            "generalise:age-band",
+            "generalise:band:0,10",
+        ] {
             let k = match s {
                 "mask:name" => FieldKind::Name,
                 "generalise:age-band" => FieldKind::BirthDate,
                 "generalise:band:0,10" => FieldKind::Money,
                 _ => FieldKind::Text,
             };
-            assert_eq!(Treatment::parse(s, k).map(|t| t.to_string()).as_deref(), Ok(s));
+            assert_eq!(
+                Treatment::parse(s, k).map(|t| t.to_string()).as_deref(),
+                Ok(s)
+            );
         }
     }
 
@@ -677,7 +757,10 @@ mod tests {
             Treatment::most_restrictive(&g, &Generalise(Generalisation::AgeBand)),
             Generalise(Generalisation::AgeBand)
         );
-        assert_eq!(Treatment::most_restrictive(&m, &Mask(MaskKind::Address)), Drop);
+        assert_eq!(
+            Treatment::most_restrictive(&m, &Mask(MaskKind::Address)),
+            Drop
+        );
     }
 
     #[test]
