@@ -167,7 +167,7 @@ fn main() {
                 "medical-settlement",
                 "poverty-return-monitoring",
             ));
-            black_box(d.apply(black_box(&rec_static(&records, "medical-settlement"))));
+            black_box(d.apply(black_box(rec_static(&records, "medical-settlement"))));
         },
     );
     // A whole person view: civil affairs, low-income monitoring, every

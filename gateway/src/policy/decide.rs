@@ -283,7 +283,7 @@ impl PolicySet {
             return Decision::deny(self, req, ReasonCode::UnknownDepartment, None);
         };
         if self.purposes[p].requires_authorisation
-            && !req.authorisation.is_some_and(|a| !a.trim().is_empty())
+            && req.authorisation.is_none_or(|a| a.trim().is_empty())
         {
             return Decision::deny(self, req, ReasonCode::AuthorisationRequired, None);
         }

@@ -1088,7 +1088,9 @@ impl<'a> Compiler<'a> {
             }
         }
         // Conflicts: two allow rules of one key treating a field differently.
-        let mut pairs: BTreeMap<(usize, usize), (Vec<String>, Vec<&str>)> = BTreeMap::new();
+        // (rule a, rule b) → (differing fields, purposes concerned)
+        type Conflicts<'p> = BTreeMap<(usize, usize), (Vec<String>, Vec<&'p str>)>;
+        let mut pairs: Conflicts<'_> = BTreeMap::new();
         let mut sorted_keys: Vec<_> = keys.iter().collect();
         sorted_keys.sort_by_key(|(k, _)| **k);
         for (&(_, ds, p), entry) in sorted_keys {
