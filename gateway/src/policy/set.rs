@@ -1088,6 +1088,7 @@ impl<'a> Compiler<'a> {
             }
         }
         // Conflicts: two allow rules of one key treating a field differently.
+        // (rule a, rule b) → (differing fields, purposes concerned)
         type Conflicts<'p> = BTreeMap<(usize, usize), (Vec<String>, Vec<&'p str>)>;
         let mut pairs: Conflicts<'_> = BTreeMap::new();
         let mut sorted_keys: Vec<_> = keys.iter().collect();
