@@ -195,14 +195,13 @@ impl MerkleTree {
         let len = end - start;
         if len.is_power_of_two() {
             let h = len.trailing_zeros() as usize;
-            if start % len == 0 {
-                if let Some(v) = self
+            if start.is_multiple_of(len)
+                && let Some(v) = self
                     .levels
                     .get(h)
                     .and_then(|l| l.get((start >> h) as usize))
-                {
-                    return *v;
-                }
+            {
+                return *v;
             }
         }
         if len == 1 {

@@ -144,10 +144,10 @@ impl FilterParams {
             })?;
             f.subjects = keys.all_versions(&id);
         }
-        if let (Some(a), Some(b)) = (f.from_ms, f.to_ms) {
-            if a > b {
-                return Err(AuditError::BadRequest("from: must not be after to".into()));
-            }
+        if let (Some(a), Some(b)) = (f.from_ms, f.to_ms)
+            && a > b
+        {
+            return Err(AuditError::BadRequest("from: must not be after to".into()));
         }
         let cursor = nonempty(&self.cursor)
             .map(|c| Cursor::parse(&c))

@@ -461,19 +461,19 @@ impl Verifier {
     ) -> VerifyReport {
         self.finish_log();
         self.flush_empty_logs(None);
-        if let Some(rows) = subject_index_rows {
-            if rows != self.subject_refs {
-                self.problem(Problem {
-                    log_id: String::new(),
-                    seq: None,
-                    event_id: None,
-                    kind: ProblemKind::SubjectIndex,
-                    detail: format!(
-                        "the subject index has {rows} rows but the events name {} subjects",
-                        self.subject_refs
-                    ),
-                });
-            }
+        if let Some(rows) = subject_index_rows
+            && rows != self.subject_refs
+        {
+            self.problem(Problem {
+                log_id: String::new(),
+                seq: None,
+                event_id: None,
+                kind: ProblemKind::SubjectIndex,
+                detail: format!(
+                    "the subject index has {rows} rows but the events name {} subjects",
+                    self.subject_refs
+                ),
+            });
         }
         let mut problems = self.problems;
         // Per-event problems in log order; global ones (subject index) last.

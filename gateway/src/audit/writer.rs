@@ -435,16 +435,16 @@ impl Task {
     /// Commits `batch` (after the outage record, if the store was down) or
     /// fails it; answers every waiter.
     async fn write(&mut self, batch: Vec<(AuditEvent, Waiter)>) {
-        if let Some(at) = self.retry_at {
-            if Instant::now() < at {
-                if let Some(o) = self.outage.as_mut() {
-                    o.refused += batch.len() as u64;
-                }
-                for (_, w) in batch {
-                    let _ = w.send(Err(AuditError::Unavailable));
-                }
-                return;
+        if let Some(at) = self.retry_at
+            && Instant::now() < at
+        {
+            if let Some(o) = self.outage.as_mut() {
+                o.refused += batch.len() as u64;
             }
+            for (_, w) in batch {
+                let _ = w.send(Err(AuditError::Unavailable));
+            }
+            return;
         }
         let mut events: Vec<AuditEvent> = Vec::with_capacity(batch.len() + 1);
         if let Some(o) = &self.outage {
