@@ -1,0 +1,94 @@
+//! Fail closed: when the audit log cannot be written, data requests get
+//! 503 and disclose nothing; the gateway recovers by itself.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
+use std::time::Duration;
+
+use gateway::storage::Database;
+use gateway_tests::{TestGateway, backends};
+use serde_json::Value;
+
+async fn exec(db: &Database, sql: &'static str) {
+    match db {
+        Database::Sqlite(p) => {
+            sqlx::query(sql).execute(p).await.unwrap();
+        }
+        Database::Postgres(p) => {
+            sqlx::query(sql).execute(p).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn unwritable_audit_store_means_503_and_no_data_then_recovery() {
+    for db in backends() {
+        let gw = TestGateway::start(&db).await;
+        let f = adapters::synth::example_files(7)
+            .into_iter()
+            .find(|f| f.name == "assistance-enrolment.canonical.json")
+            .unwrap();
+        let records: Vec<Value> = serde_json::from_slice(&f.contents).unwrap();
+        let r = gw
+            .client("civil-affairs")
+            .post(gw.url("/v1/records/assistance-enrolment"))
+            .json(&records)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let id = records
+            .iter()
+            .find(|r| r["status"] == "active")
+            .map(|r| r["members"][0]["id_number"].as_str().unwrap().to_owned())
+            .unwrap();
+        let ask = || async {
+            gw.client("education")
+                .get(gw.url(&format!("/v1/persons/{id}")))
+                .header("x-purpose", "student-aid")
+                .send()
+                .await
+                .unwrap()
+        };
+        assert_eq!(ask().await.status(), 200);
+
+        // Take the audit table away.
+        exec(
+            &gw.state.db,
+            "ALTER TABLE audit_events RENAME TO audit_events_away",
+        )
+        .await;
+        let r = ask().await;
+        assert_eq!(r.status(), 503, "{}", db.name());
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains("category"),
+            "data disclosed while the audit log is down: {body}"
+        );
+        let ready = gw
+            .client("education")
+            .get(gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 503, "readiness reports the audit state");
+
+        // Give it back: the writer recovers without a restart.
+        exec(
+            &gw.state.db,
+            "ALTER TABLE audit_events_away RENAME TO audit_events",
+        )
+        .await;
+        let mut recovered = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if gw.state.audit.health().is_ready() {
+                recovered = true;
+                break;
+            }
+        }
+        assert!(recovered, "{}: the audit writer did not recover", db.name());
+        assert_eq!(ask().await.status(), 200);
+        gw.stop().await;
+    }
+}
