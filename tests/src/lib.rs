@@ -83,6 +83,22 @@ pub async fn drop_postgres(server_url: &str, name: &str) {
     }
 }
 
+/// The bytes of one of the demo's example files (`<dataset>.canonical.json`,
+/// `<dataset>.native.json`, `<dataset>.csv`), synthetic and deterministic.
+pub fn example(name: &str) -> Vec<u8> {
+    adapters::synth::example_files(7)
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no example file {name}"))
+        .contents
+}
+
+/// The canonical example records of a dataset.
+pub fn example_records(dataset: &str) -> Vec<serde_json::Value> {
+    serde_json::from_slice(&example(&format!("{dataset}.canonical.json")))
+        .expect("example files are JSON arrays")
+}
+
 /// A running gateway for one test.
 pub struct TestGateway {
     pub addr: SocketAddr,

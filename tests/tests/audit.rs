@@ -7,11 +7,7 @@ use gateway_tests::{TestGateway, backends};
 use serde_json::{Value, json};
 
 fn enrolments() -> Vec<Value> {
-    let f = adapters::synth::example_files(7)
-        .into_iter()
-        .find(|f| f.name == "assistance-enrolment.canonical.json")
-        .unwrap();
-    serde_json::from_slice(&f.contents).unwrap()
+    gateway_tests::example_records("assistance-enrolment")
 }
 
 async fn events(gw: &TestGateway, query: &str) -> Vec<Value> {

@@ -24,11 +24,7 @@ async fn exec(db: &Database, sql: &'static str) {
 async fn unwritable_audit_store_means_503_and_no_data_then_recovery() {
     for db in backends() {
         let gw = TestGateway::start(&db).await;
-        let f = adapters::synth::example_files(7)
-            .into_iter()
-            .find(|f| f.name == "assistance-enrolment.canonical.json")
-            .unwrap();
-        let records: Vec<Value> = serde_json::from_slice(&f.contents).unwrap();
+        let records: Vec<Value> = gateway_tests::example_records("assistance-enrolment");
         let r = gw
             .client("civil-affairs")
             .post(gw.url("/v1/records/assistance-enrolment"))

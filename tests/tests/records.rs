@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
 
-use gateway_tests::{TestGateway, backends};
+use gateway_tests::{TestGateway, backends, example};
 use serde_json::{Value, json};
 
 const OWNERS: &[(&str, &str)] = &[
@@ -12,14 +12,6 @@ const OWNERS: &[(&str, &str)] = &[
     ("medical-settlement", "health-insurance"),
     ("housing-assistance", "housing"),
 ];
-
-fn example(name: &str) -> Vec<u8> {
-    adapters::synth::example_files(7)
-        .into_iter()
-        .find(|f| f.name == name)
-        .unwrap_or_else(|| panic!("no example {name}"))
-        .contents
-}
 
 async fn post(gw: &TestGateway, client: &str, path: &str, ct: &str, body: Vec<u8>) -> (u16, Value) {
     let r = gw
