@@ -173,7 +173,8 @@ pub struct AuditConfig {
     pub signing_key: PathBuf,
     /// Keys for the HMAC of data subjects' ID numbers, by version; the highest
     /// version signs new events, all are used for searching. Each value is a
-    /// path to a file holding at least 32 random bytes.
+    /// path to a file holding at least 32 random bytes (created if missing).
+    /// When empty, version 1 is `subject-hmac-1.key` beside `signing_key`.
     pub subject_keys: BTreeMap<String, PathBuf>,
     /// Key for consumer-specific pseudonyms (policy treatment `pseudonym`).
     pub pseudonym_key: PathBuf,

@@ -179,7 +179,20 @@ impl Application {
 /// is current.
 pub fn subject_keys(cfg: &crate::config::AuditConfig) -> anyhow::Result<crate::audit::SubjectKeys> {
     let mut raw = std::collections::BTreeMap::new();
-    for (version, path) in &cfg.subject_keys {
+    // Without configured keys, version 1 lives beside the signing key.
+    let default_keys;
+    let configured = if cfg.subject_keys.is_empty() {
+        let dir = cfg
+            .signing_key
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        default_keys =
+            std::collections::BTreeMap::from([("1".to_owned(), dir.join("subject-hmac-1.key"))]);
+        &default_keys
+    } else {
+        &cfg.subject_keys
+    };
+    for (version, path) in configured {
         let v: u32 = version
             .parse()
             .with_context(|| format!("audit.subject_keys.{version}: not a version number"))?;
