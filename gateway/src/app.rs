@@ -46,9 +46,30 @@ pub struct ConnInfo {
     pub certificate: Option<PeerCertificate>,
 }
 
-/// Shared state. Cheap to clone: every field is a handle.
+/// Shared state: one reference-counted handle, so the clones axum makes
+/// for every middleware layer and handler of every request cost one atomic
+/// increment, not one per field. Fields are reached through `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the shared parts.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every request shares: configuration, stores, policies, the audit
+/// writer. Each part that reloads swaps atomically inside its own handle.
+pub struct Shared {
     /// Configuration, immutable after start-up.
     pub config: Arc<Config>,
     /// The database pool (pools are internally shared).
@@ -67,6 +88,8 @@ pub struct AppState {
     pub records: crate::records::RecordStore,
     /// The sharing policies in force; swapped atomically on reload.
     pub policies: Arc<crate::policy::PolicyHandle>,
+    /// Active grants per department, re-read at most once a second.
+    pub grants: crate::policy::GrantCache,
     /// The audit log writer (a handle on the single writer task).
     pub audit: crate::audit::AuditWriter,
     /// Keys for the HMACs of data subjects in audit events.

@@ -101,7 +101,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let state = AppState {
+        let state = AppState::new(crate::app::Shared {
             rate_limits: rate_limits
                 .unwrap_or_else(|| Arc::new(RateLimits::new(&config.rate_limit))),
             config: Arc::new(config),
@@ -112,9 +112,10 @@ impl Application {
             catalogue: Arc::new(catalogue),
             records: crate::records::RecordStore::new(db.clone()),
             policies: Arc::new(policies),
+            grants: crate::policy::GrantCache::new(),
             audit,
             subject_keys,
-        };
+        });
         Ok(Application {
             listener,
             addr,

@@ -30,6 +30,29 @@ struct Cli {
 enum Cmd {
     /// Run the benchmark scenarios.
     Run(scenarios::Settings),
+    /// Load one server, for profiling: keep-alive (or handshake per
+    /// request) GETs of the given paths, round-robin.
+    Load {
+        #[arg(long)]
+        addr: SocketAddr,
+        /// PKI folder (ca.crt, CLIENT.crt, CLIENT.key).
+        #[arg(long)]
+        pki: PathBuf,
+        #[arg(long, default_value = "education")]
+        client: String,
+        /// Request path; repeat for several; `@FILE` reads one ID per line
+        /// and requests `/v1/persons/ID`.
+        #[arg(long, required = true)]
+        path: Vec<String>,
+        #[arg(long, default_value = "student-aid")]
+        purpose: String,
+        #[arg(long, default_value_t = 64)]
+        conns: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        handshake: bool,
+    },
     /// Serve the bare mTLS echo (used by `run`).
     Echo {
         #[arg(long)]
@@ -49,5 +72,47 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Echo { pki, tls, plain } => runtime.block_on(echo::serve(&pki, tls, plain)),
         Cmd::Run(settings) => runtime.block_on(scenarios::run(settings)),
+        Cmd::Load {
+            addr,
+            pki,
+            client,
+            path,
+            purpose,
+            conns,
+            seconds,
+            handshake,
+        } => runtime.block_on(async move {
+            let mut paths = Vec::new();
+            for p in path {
+                match p.strip_prefix('@') {
+                    Some(file) => paths.extend(
+                        std::fs::read_to_string(file)?
+                            .lines()
+                            .filter(|l| !l.is_empty())
+                            .map(|id| format!("/v1/persons/{id}")),
+                    ),
+                    None => paths.push(p),
+                }
+            }
+            let tls = gateway_tests::client_tls_config(&pki, Some(&client));
+            let t = load::Target::new(addr, tls, paths, vec![("x-purpose", purpose)]);
+            let d = std::time::Duration::from_secs(seconds);
+            let mut out = if handshake {
+                load::handshakes(&t, conns, d).await?
+            } else {
+                load::keep_alive(&t, conns, d).await?
+            };
+            let (p50, p99) = (out.latency_ms(0.5), out.latency_ms(0.99));
+            println!(
+                "{:.0} req/s, {} errors{}, p50 {p50:.2} ms, p99 {p99:.2} ms",
+                out.rate(),
+                out.errors,
+                out.first_error
+                    .as_deref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default(),
+            );
+            Ok(())
+        }),
     }
 }
