@@ -295,12 +295,22 @@ mod tests {
         // The cache serves its copy until it is invalidated (or its TTL
         // passes), then reads the revocation.
         assert_eq!(
-            cache.active(&db, "housing", now).await.expect("cache").iter().count(),
+            cache
+                .active(&db, "housing", now)
+                .await
+                .expect("cache")
+                .iter()
+                .count(),
             1
         );
         cache.invalidate();
         assert_eq!(
-            cache.active(&db, "housing", now).await.expect("cache").iter().count(),
+            cache
+                .active(&db, "housing", now)
+                .await
+                .expect("cache")
+                .iter()
+                .count(),
             0
         );
         assert!(

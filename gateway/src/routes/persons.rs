@@ -22,7 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -147,13 +147,23 @@ fn want_native(q: &ViewQuery) -> Result<bool, ApiError> {
     }
 }
 
+/// One record as the caller may see it.
+#[derive(Serialize)]
+struct RecordView<'a> {
+    dataset: &'a str,
+    version: u32,
+    published_at: i64,
+    format: &'static str,
+    record: Value,
+}
+
 /// One record as the caller may see it, or `None`.
-fn view(
+fn view<'a>(
     caller: &Caller,
     native: bool,
     decisions: &[(String, Decision)],
-    rec: &StoredRecord,
-) -> Option<Value> {
+    rec: &'a StoredRecord,
+) -> Option<RecordView<'a>> {
     let (_, decision) = decisions.iter().find(|(d, _)| *d == rec.dataset)?;
     let mut record = decision.apply(&rec.payload)?;
     let mut format = "canonical";
@@ -164,13 +174,13 @@ fn view(
         record = adapter.to_native(&record);
         format = "native";
     }
-    Some(json!({
-        "dataset": rec.dataset,
-        "version": rec.version,
-        "published_at": rec.published_at.unix_timestamp(),
-        "format": format,
-        "record": record,
-    }))
+    Some(RecordView {
+        dataset: &rec.dataset,
+        version: rec.version,
+        published_at: rec.published_at.unix_timestamp(),
+        format,
+        record,
+    })
 }
 
 fn with_policy_version(mut resp: Response, set: &PolicySet) -> Response {
@@ -204,7 +214,7 @@ pub async fn person(
         .current_by_subject(&id, &datasets)
         .await
         .map_err(ApiError::internal)?;
-    let views: Vec<Value> = records
+    let views: Vec<RecordView<'_>> = records
         .iter()
         .filter_map(|r| view(&caller, native, &decisions, r))
         .collect();
@@ -219,7 +229,7 @@ pub async fn person(
         &decisions,
         vec![id],
         views.len() as u64,
-        &views,
+        &views.iter().map(|v| v.dataset).collect::<Vec<_>>(),
     );
     let body = json!({
         "purpose": purpose.code,
@@ -306,27 +316,27 @@ pub async fn match_ids(
     let decisions = Arc::new(decisions_for(&state, &set, &caller, &purpose, now).await?);
     // Parse every entry; invalid ones get their own line and do not fail
     // the batch.
-    let mut valid = Vec::with_capacity(inputs.len());
-    let mut outcome: Vec<Option<String>> = Vec::with_capacity(inputs.len());
-    for v in &inputs {
-        match v.as_str().map(IdNumber::parse) {
-            Some(Ok(id)) => {
-                valid.push(id);
-                outcome.push(None);
-            }
-            Some(Err(e)) => outcome.push(Some(e.to_string())),
-            None => outcome.push(Some("expected an ID number as a string".into())),
-        }
-    }
+    let entries: Vec<Result<IdNumber, String>> = inputs
+        .iter()
+        .map(|v| match v.as_str().map(IdNumber::parse) {
+            Some(Ok(id)) => Ok(id),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("expected an ID number as a string".into()),
+        })
+        .collect();
     drop(inputs);
-    let datasets: Vec<String> = decisions.iter().map(|(d, _)| d.clone()).collect();
+    let valid: Vec<IdNumber> = entries.iter().filter_map(|e| e.clone().ok()).collect();
     // The event lists every queried person and the fields the plans grant;
     // it is durable before the first line is sent.
-    let detail = audit_detail(&purpose, &set, &decisions, valid.clone(), 0, &[]);
-    let matches = state.records.match_subjects(valid, datasets);
-    let caller = caller.into_caller();
+    let detail = audit_detail(&purpose, &set, &decisions, valid, 0, &[]);
+    let stream = match_lines(
+        state.records.clone(),
+        entries,
+        decisions,
+        caller.into_caller(),
+        native,
+    );
     let version = set.version().to_owned();
-    let stream = async_stream_lines(outcome, matches, decisions, caller, native);
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -341,7 +351,7 @@ pub async fn match_ids(
 
 /// What the audit event of a data response records: the datasets and the
 /// fields (with their treatment) of the decisions, the rules, the grants.
-/// `views` are the disclosed records; when empty (a streamed match), every
+/// `disclosed` are the datasets of the disclosed records; when empty (a streamed match), every
 /// dataset the plans allow is listed.
 fn audit_detail(
     purpose: &Purpose,
@@ -349,9 +359,8 @@ fn audit_detail(
     decisions: &[(String, Decision)],
     subjects: Vec<IdNumber>,
     records_disclosed: u64,
-    views: &[Value],
+    disclosed: &[&str],
 ) -> crate::accesslog::AuditDetail {
-    let disclosed: Vec<&str> = views.iter().filter_map(|v| v["dataset"].as_str()).collect();
     let mut detail = crate::accesslog::AuditDetail {
         purpose: Some(purpose.code.clone()),
         authorisation_ref: purpose.authorisation.clone(),
@@ -361,7 +370,7 @@ fn audit_detail(
         ..Default::default()
     };
     for (dataset, d) in decisions {
-        if !views.is_empty() && !disclosed.contains(&dataset.as_str()) {
+        if !disclosed.is_empty() && !disclosed.contains(&dataset.as_str()) {
             continue;
         }
         detail.datasets.push(dataset.clone());
@@ -380,72 +389,117 @@ fn audit_detail(
     detail
 }
 
-/// Interleaves invalid entries with match results, in input order, as
-/// NDJSON lines of about 64 KiB chunks.
-fn async_stream_lines(
-    outcome: Vec<Option<String>>,
-    matches: impl futures_util::Stream<
-        Item = Result<(usize, Vec<StoredRecord>), crate::records::RecordsError>,
-    > + Send
-    + 'static,
+/// Input entries per chunk of a match: one set-based query, then the
+/// chunk's NDJSON lines rendered off the async workers.
+const MATCH_CHUNK: usize = 2_000;
+
+/// Chunks in flight at once: while one is rendered, the next is queried,
+/// and each core renders one. Bounds memory to a few chunks of lines.
+const MATCH_IN_FLIGHT: usize = 3;
+
+/// The NDJSON lines of a match, in input order: each chunk of entries is
+/// looked up and rendered by its own task, [`MATCH_IN_FLIGHT`] at a time,
+/// and the chunks are yielded in order. The first failure ends the stream
+/// (the client sees a truncated body, never a wrong one).
+fn match_lines(
+    store: crate::records::RecordStore,
+    entries: Vec<Result<IdNumber, String>>,
     decisions: Arc<Vec<(String, Decision)>>,
     caller: Caller,
     native: bool,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let matches = Box::pin(matches);
-    futures_util::stream::unfold(
-        (outcome.into_iter().enumerate(), matches, false),
-        move |(mut inputs, mut matches, failed)| {
+    let datasets: Arc<Vec<String>> = Arc::new(decisions.iter().map(|(d, _)| d.clone()).collect());
+    let mut chunks = Vec::with_capacity(entries.len().div_ceil(MATCH_CHUNK));
+    let mut entries = entries.into_iter().enumerate().peekable();
+    while entries.peek().is_some() {
+        chunks.push(entries.by_ref().take(MATCH_CHUNK).collect::<Vec<_>>());
+    }
+    let caller = Arc::new(caller);
+    futures_util::stream::iter(chunks)
+        .map(move |chunk| {
+            let store = store.clone();
+            let datasets = datasets.clone();
             let decisions = decisions.clone();
             let caller = caller.clone();
-            async move {
-                if failed {
-                    return None;
-                }
-                let mut buf = Vec::with_capacity(64 * 1024);
-                while buf.len() < 60 * 1024 {
-                    let Some((index, invalid)) = inputs.next() else {
-                        break;
-                    };
-                    let line = match invalid {
-                        Some(reason) => {
-                            json!({"index": index, "status": "invalid", "error": reason})
-                        }
-                        None => match matches.next().await {
-                            Some(Ok((_, records))) => {
-                                let views: Vec<Value> = records
-                                    .iter()
-                                    .filter_map(|r| view(&caller, native, &decisions, r))
-                                    .collect();
-                                if views.is_empty() {
-                                    json!({"index": index, "status": "no_record"})
-                                } else {
-                                    json!({"index": index, "status": "match", "records": views})
-                                }
-                            }
-                            Some(Err(e)) => {
-                                tracing::error!(error = %e, "match stream failed");
-                                return Some((
-                                    Err(std::io::Error::other("match failed")),
-                                    (inputs, matches, true),
-                                ));
-                            }
-                            None => break,
-                        },
-                    };
-                    if serde_json::to_writer(&mut buf, &line).is_err() {
-                        break;
-                    }
-                    buf.push(b'\n');
-                }
-                if buf.is_empty() {
-                    None
-                } else {
-                    Some((Ok(Bytes::from(buf)), (inputs, matches, false)))
+            tokio::spawn(async move {
+                let ids: Vec<IdNumber> = chunk.iter().filter_map(|(_, e)| e.clone().ok()).collect();
+                let found = store.match_chunk(&ids, &datasets).await?;
+                let rendered = tokio::task::spawn_blocking(move || {
+                    render_chunk(chunk, found, &decisions, &caller, native)
+                })
+                .await;
+                rendered.map_err(|_| crate::records::RecordsError::Corrupt("match render"))
+            })
+        })
+        .buffered(MATCH_IN_FLIGHT)
+        .map(|joined| match joined {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "match stream failed");
+                Err(std::io::Error::other("match failed"))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "match task failed");
+                Err(std::io::Error::other("match failed"))
+            }
+        })
+}
+
+/// One NDJSON line of a match answer.
+#[derive(Serialize)]
+struct MatchLine<'a> {
+    index: usize,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    records: Vec<RecordView<'a>>,
+}
+
+/// The lines of one chunk; `found` holds the records of the chunk's valid
+/// entries, in order.
+fn render_chunk(
+    chunk: Vec<(usize, Result<IdNumber, String>)>,
+    found: Vec<Vec<StoredRecord>>,
+    decisions: &[(String, Decision)],
+    caller: &Caller,
+    native: bool,
+) -> Bytes {
+    let mut buf = Vec::with_capacity(chunk.len() * 256);
+    let mut found = found.iter();
+    for (index, entry) in &chunk {
+        let line = match entry {
+            Err(reason) => MatchLine {
+                index: *index,
+                status: "invalid",
+                error: Some(reason),
+                records: Vec::new(),
+            },
+            Ok(_) => {
+                let records: Vec<RecordView<'_>> = found
+                    .next()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| view(caller, native, decisions, r))
+                    .collect();
+                MatchLine {
+                    index: *index,
+                    status: if records.is_empty() {
+                        "no_record"
+                    } else {
+                        "match"
+                    },
+                    error: None,
+                    records,
                 }
             }
-        },
-    )
+        };
+        // Serialising owned JSON values into a Vec cannot fail.
+        if serde_json::to_writer(&mut buf, &line).is_ok() {
+            buf.push(b'\n');
+        }
+    }
+    Bytes::from(buf)
 }
 
 #[derive(Deserialize)]
