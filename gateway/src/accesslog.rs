@@ -3,6 +3,9 @@
 //! durable before the response leaves. If it cannot be written, the
 //! response is replaced by a 503 and nothing is disclosed (fail closed).
 //!
+//! Every response that got past this step carries `X-Audit-Event`: the id
+//! of its committed event.
+//!
 //! Handlers that disclose data describe what they disclosed in an
 //! [`AuditDetail`] put into the response's extensions; this step reads it,
 //! turns ID numbers into keyed HMACs, and appends the event.
@@ -109,8 +112,16 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         }
     }
     let event = b.latency(started.elapsed()).build();
+    let event_id = axum::http::HeaderValue::from_str(&event.event_id.to_string());
     match state.audit.append(event).await {
-        Ok(_) => resp,
+        Ok(receipt) => {
+            // The committed event's id, so a client can cite the record of
+            // its own access (and tests can check none went missing).
+            if let (Some(_), Ok(v)) = (receipt, event_id) {
+                resp.headers_mut().insert("x-audit-event", v);
+            }
+            resp
+        }
         Err(e) => {
             tracing::error!(error = %e, "audit event not durable: refusing the response");
             drop(resp);

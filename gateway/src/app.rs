@@ -88,8 +88,6 @@ pub struct Shared {
     pub records: crate::records::RecordStore,
     /// The sharing policies in force; swapped atomically on reload.
     pub policies: Arc<crate::policy::PolicyHandle>,
-    /// Active grants per department, re-read at most once a second.
-    pub grants: crate::policy::GrantCache,
     /// The audit log writer (a handle on the single writer task).
     pub audit: crate::audit::AuditWriter,
     /// Keys for the HMACs of data subjects in audit events.

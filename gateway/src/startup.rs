@@ -112,7 +112,6 @@ impl Application {
             catalogue: Arc::new(catalogue),
             records: crate::records::RecordStore::new(db.clone()),
             policies: Arc::new(policies),
-            grants: crate::policy::GrantCache::new(),
             audit,
             subject_keys,
         });

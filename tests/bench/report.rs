@@ -198,7 +198,12 @@ impl Results {
             ka("gateway_audit_off"),
             0.8,
         );
-        ratio("handshakes gateway ÷ echo", hs("gateway"), hs("echo"), 0.9);
+        ratio(
+            "handshakes gateway (/healthz) ÷ echo",
+            hs("gateway"),
+            hs("echo"),
+            0.9,
+        );
         ratio(
             "publish validated ÷ unvalidated",
             self.publish.get("validated").map(|s| s.median),

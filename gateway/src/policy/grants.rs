@@ -2,16 +2,9 @@
 //! department, with an expiry. A conditional rule applies to a request only
 //! while the consumer holds an approved, unexpired grant for it.
 //!
-//! Grants live in the database (`grants` table, migration 0003). Requests
-//! read them through a [`GrantCache`] that asks the database at most once
-//! per [`GrantCache::TTL`] and department, so an approval or revocation —
-//! made by any instance sharing the database — takes effect within that
-//! time. Evaluation takes them as a plain [`GrantSet`] so the engine stays
-//! pure and testable, and checks expiry against the request's own clock.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+//! Grants live in the database (`grants` table, migration 0003) and are
+//! looked up on every request ([`GrantStore::list_active`]); evaluation takes
+//! them as a plain [`GrantSet`] so the engine stays pure and testable.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -45,10 +38,10 @@ impl Grant {
     }
 }
 
-/// The grants held by the caller of one request (shared, cheap to clone).
+/// The grants held by the caller of one request.
 #[derive(Clone, Debug, Default)]
 pub struct GrantSet {
-    grants: Arc<[Grant]>,
+    grants: Vec<Grant>,
 }
 
 impl GrantSet {
@@ -60,9 +53,7 @@ impl GrantSet {
     /// Wraps grants (typically [`GrantStore::list_active`]'s answer; expiry
     /// and approval are checked again at evaluation).
     pub fn new(grants: Vec<Grant>) -> Self {
-        GrantSet {
-            grants: grants.into(),
-        }
+        GrantSet { grants }
     }
 
     /// The grant that makes `rule_id` apply to `department` at `now`.
@@ -83,60 +74,6 @@ impl FromIterator<Grant> for GrantSet {
         GrantSet {
             grants: iter.into_iter().collect(),
         }
-    }
-}
-
-/// Active grants per department, read from the database at most once per
-/// [`GrantCache::TTL`]. Fails closed: a store error is returned, never an
-/// empty set standing in for it.
-#[derive(Debug, Default)]
-pub struct GrantCache {
-    entries: Mutex<HashMap<String, (Instant, GrantSet)>>,
-}
-
-impl GrantCache {
-    /// How long a department's grants are reused before the database is
-    /// asked again: the delay before a new approval or a revocation applies.
-    pub const TTL: Duration = Duration::from_secs(1);
-
-    /// An empty cache.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The approved grants of `department` not expired at `now` (grants
-    /// expiring within the cache's lifetime are rechecked at evaluation).
-    pub async fn active(
-        &self,
-        db: &Database,
-        department: &str,
-        now: OffsetDateTime,
-    ) -> Result<GrantSet, StorageError> {
-        if let Some(set) = self.fresh(department) {
-            return Ok(set);
-        }
-        let set = GrantSet::new(GrantStore::list_active(db, department, now).await?);
-        self.lock()
-            .insert(department.to_owned(), (Instant::now(), set.clone()));
-        Ok(set)
-    }
-
-    /// Forgets everything: the next request reads the database.
-    pub fn invalidate(&self) {
-        self.lock().clear();
-    }
-
-    fn fresh(&self, department: &str) -> Option<GrantSet> {
-        let entries = self.lock();
-        let (at, set) = entries.get(department)?;
-        (at.elapsed() < Self::TTL).then(|| set.clone())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, GrantSet)>> {
-        // The map holds no invariant a panicking holder could break.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -285,34 +222,10 @@ mod tests {
             .await
             .expect("list");
         assert_eq!(got, vec![grant("g1", true, later)]);
-        let cache = GrantCache::new();
-        let cached = cache.active(&db, "housing", now).await.expect("cache");
-        assert_eq!(cached.iter().cloned().collect::<Vec<_>>(), got);
         // Revocation updates in place.
         GrantStore::insert(&db, &grant("g1", false, later))
             .await
             .expect("update");
-        // The cache serves its copy until it is invalidated (or its TTL
-        // passes), then reads the revocation.
-        assert_eq!(
-            cache
-                .active(&db, "housing", now)
-                .await
-                .expect("cache")
-                .iter()
-                .count(),
-            1
-        );
-        cache.invalidate();
-        assert_eq!(
-            cache
-                .active(&db, "housing", now)
-                .await
-                .expect("cache")
-                .iter()
-                .count(),
-            0
-        );
         assert!(
             GrantStore::list_active(&db, "housing", now)
                 .await

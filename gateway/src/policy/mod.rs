@@ -15,7 +15,7 @@
 //! # Request flow
 //! ```text
 //! set = handle.current()                      // one snapshot per request
-//! grants = GrantCache::active(db, dept, now)
+//! grants = GrantStore::list_active(db, dept, now)
 //! for dataset in set.datasets_for(dept, purpose):
 //!     decision = set.decide(&AccessRequest { .. })   // never fails
 //!     audit(decision.rules, decision.grants, decision.reasons)
@@ -47,7 +47,7 @@ pub use decide::{
     AccessRequest, Decision, Explanation, FieldChange, Outcome, Reason, ReasonCode, RuleStatus,
     Sample, SampleChange, SimulationReport, simulate,
 };
-pub use grants::{Grant, GrantCache, GrantSet, GrantStore};
+pub use grants::{Grant, GrantSet, GrantStore};
 pub use handle::{PolicyHandle, Reloaded};
 pub use plan::{ApplyCtx, EvalError, FieldDecision, Filter, Plan, RowScope};
 pub use set::{

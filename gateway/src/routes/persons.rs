@@ -86,11 +86,11 @@ pub async fn decisions_for(
     purpose: &Purpose,
     now: OffsetDateTime,
 ) -> Result<Vec<(String, Decision)>, ApiError> {
-    let grants = state
-        .grants
-        .active(&state.db, caller.department.as_str(), now)
+    // Looked up on every request: a revocation applies at once.
+    let grants = GrantStore::list_active(&state.db, caller.department.as_str(), now)
         .await
         .map_err(ApiError::internal)?;
+    let grants = GrantSet::new(grants);
     let mut out = Vec::new();
     let mut needs_authorisation = false;
     for d in state.catalogue.datasets() {

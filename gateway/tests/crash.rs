@@ -1,0 +1,189 @@
+//! Crash during load: the gateway process is killed (SIGKILL) while clients
+//! hammer it; after a restart, every response that came back 2xx has its
+//! audit event in the log, and the log verifies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn start(config: &Path, listen: SocketAddr, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("GATEWAY_LISTEN", listen.to_string())
+        .env("GATEWAY_RATE_LIMIT__ENABLED", "false")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start gateway")
+}
+
+fn client(pki: &Path, name: &str) -> reqwest::Client {
+    gateway::tls::install_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.join("ca.crt")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let certs: Vec<_> = CertificateDer::pem_file_iter(pki.join(format!("{name}.crt")))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(pki.join(format!("{name}.key"))).unwrap();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn wait_ready(c: &reqwest::Client, addr: SocketAddr, child: &mut Child, log: &Path) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "gateway exited with {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        let url = format!("https://localhost:{}/readyz", addr.port());
+        if let Ok(r) = c.get(&url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_2xx_answered_before_a_kill_has_its_event_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_addr();
+    gateway::demo::prepare(dir.path(), listen, repo()).expect("prepare");
+    let config = dir.path().join("gateway.toml");
+    let pki = dir.path().join("pki");
+    let log = dir.path().join("gateway.log");
+    let mut child = start(&config, listen, &log);
+    let c = client(&pki, "education");
+    wait_ready(&c, listen, &mut child, &log).await;
+
+    // Load: 16 loops of audited requests, each remembering the event id of
+    // every 2xx answer it received.
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loops = Vec::new();
+    for _ in 0..16 {
+        let c = c.clone();
+        let acknowledged = acknowledged.clone();
+        let stop = stop.clone();
+        let url = format!("https://localhost:{}/v1/whoami", listen.port());
+        loops.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(r) = c.get(&url).send().await else {
+                    continue;
+                };
+                if r.status().is_success() {
+                    let id = r
+                        .headers()
+                        .get("x-audit-event")
+                        .expect("a 2xx without X-Audit-Event")
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    acknowledged.lock().unwrap().push(id);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().expect("SIGKILL the gateway");
+    child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 50,
+        "too little load before the kill: {} answers",
+        acknowledged.len()
+    );
+
+    // Restart on the same database: the writer resumes the chain.
+    let mut child = start(&config, listen, &log);
+    wait_ready(&c, listen, &mut child, &log).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let db = gateway::storage::Database::connect(
+        &format!("sqlite:{}", dir.path().join("gateway.db").display()),
+        2,
+    )
+    .await
+    .unwrap();
+    let gateway::storage::Database::Sqlite(pool) = &db else {
+        unreachable!()
+    };
+    let mut missing = Vec::new();
+    for id in &acknowledged {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM audit_events WHERE event_id = ?1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .unwrap();
+        if found.is_none() {
+            missing.push(id.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged responses have no audit event, e.g. {}",
+        missing.len(),
+        acknowledged.len(),
+        missing[0]
+    );
+    db.close().await;
+
+    // And the log, written across the crash, verifies end to end.
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args([
+            "audit",
+            "verify",
+            "--database",
+            dir.path().join("gateway.db").to_str().unwrap(),
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify after the crash: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
