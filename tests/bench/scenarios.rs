@@ -459,9 +459,11 @@ async fn publish(
 }
 
 async fn idle_memory(p: &procs::Proc, t: &Target, n: usize) -> anyhow::Result<IdleMemory> {
-    // Warm: one connection's worth of lazily initialised state.
+    // Warm: one connection's worth of lazily initialised state; then let
+    // the allocator return start-up garbage, so it does not offset the
+    // connections' growth.
     drop(load::hold_idle(t, 4).await?);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let before = p.rss_kib()?;
     let held = load::hold_idle(t, n).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
