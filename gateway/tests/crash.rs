@@ -4,80 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn start(config: &Path, listen: SocketAddr, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("GATEWAY_LISTEN", listen.to_string())
-        .env("GATEWAY_RATE_LIMIT__ENABLED", "false")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start gateway")
-}
-
-fn client(pki: &Path, name: &str) -> reqwest::Client {
-    gateway::tls::install_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki.join("ca.crt")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let certs: Vec<_> = CertificateDer::pem_file_iter(pki.join(format!("{name}.crt")))
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(pki.join(format!("{name}.key"))).unwrap();
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .unwrap();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
-async fn wait_ready(c: &reqwest::Client, addr: SocketAddr, child: &mut Child, log: &Path) {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "gateway exited with {status}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        let url = format!("https://localhost:{}/readyz", addr.port());
-        if let Ok(r) = c.get(&url).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::{client, free_addr, repo, start, wait_ready};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_2xx_answered_before_a_kill_has_its_event_after_restart() {

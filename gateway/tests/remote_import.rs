@@ -1,0 +1,81 @@
+//! `gateway import --url …`: a ledger uploaded to a running gateway over
+//! mutual TLS, stored atomically, errors named by row, other departments
+//! refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{client, free_addr, repo, start, wait_ready};
+
+fn import(pki: &Path, client: &str, port: u16, file: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["import", "--url", &format!("https://localhost:{port}")])
+        .arg("--cert")
+        .arg(pki.join(format!("{client}.crt")))
+        .arg("--key")
+        .arg(pki.join(format!("{client}.key")))
+        .arg("--ca")
+        .arg(pki.join("ca.crt"))
+        .args(["--dataset", "student-aid", "--file"])
+        .arg(file)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_through_a_running_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_addr();
+    gateway::demo::prepare(dir.path(), listen, repo()).expect("prepare");
+    let pki = dir.path().join("pki");
+    let log = dir.path().join("gateway.log");
+    let mut child = start(&dir.path().join("gateway.toml"), listen, &log);
+    wait_ready(&client(&pki, "education"), listen, &mut child, &log).await;
+    let examples = dir.path().join("examples");
+    adapters::synth::write_examples(&examples, 7).unwrap();
+    let csv = examples.join("student-aid.csv");
+
+    let out = import(&pki, "education", listen.port(), &csv);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 inserted"), "{stdout}");
+    // The same ledger again changes nothing.
+    let out = import(&pki, "education", listen.port(), &csv);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 unchanged"));
+
+    // A bad check character in the first data row: named by row, exit 65.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let id = lines[1]
+        .split(',')
+        .find(|c| c.len() == 18 && c[..17].bytes().all(|b| b.is_ascii_digit()))
+        .unwrap()
+        .to_owned();
+    let last = if id.ends_with('1') { '2' } else { '1' };
+    lines[1] = lines[1].replacen(&id, &format!("{}{last}", &id[..17]), 1);
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let out = import(&pki, "education", listen.port(), &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("422"), "{err}");
+    assert!(err.contains("row 2"), "{err}");
+
+    // Only the owner department publishes its dataset.
+    let out = import(&pki, "housing", listen.port(), &csv);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("403"), "{err}");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
