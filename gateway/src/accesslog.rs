@@ -10,6 +10,7 @@
 //! [`AuditDetail`] put into the response's extensions; this step reads it,
 //! turns ID numbers into keyed HMACs, and appends the event.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use adapters::domain::IdNumber;
@@ -39,6 +40,23 @@ pub struct AuditDetail {
     pub policy_version: Option<String>,
 }
 
+/// Put in a response's extensions by a handler whose answer streams (a
+/// batch match): the audit step stores the committed access event's id in
+/// it, and the stream, when it ends, records how many records it disclosed
+/// in a [`EventKind::StreamCompleted`](crate::audit::event::EventKind) event
+/// naming that id.
+#[derive(Clone, Debug, Default)]
+pub struct StreamAudit {
+    access_event: Arc<OnceLock<String>>,
+}
+
+impl StreamAudit {
+    /// The committed access event's id, once the audit step has set it.
+    pub fn access_event(&self) -> Option<&str> {
+        self.access_event.get().map(String::as_str)
+    }
+}
+
 /// Marker put in response extensions by the authenticate step, so the audit
 /// step (which runs outside it) knows the caller.
 #[derive(Clone, Debug)]
@@ -58,6 +76,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     let status = resp.status();
     let caller = resp.extensions_mut().remove::<AuditCaller>().map(|c| c.0);
     let detail = resp.extensions_mut().remove::<AuditDetail>();
+    let stream_audit = resp.extensions_mut().remove::<StreamAudit>();
     let error_class = resp
         .extensions()
         .get::<crate::error::ErrorClass>()
@@ -112,9 +131,13 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         }
     }
     let event = b.latency(started.elapsed()).build();
-    let event_id = axum::http::HeaderValue::from_str(&event.event_id.to_string());
+    let id = event.event_id.to_string();
+    let event_id = axum::http::HeaderValue::from_str(&id);
     match state.audit.append(event).await {
         Ok(receipt) => {
+            if let Some(s) = stream_audit {
+                let _ = s.access_event.set(id);
+            }
             // The committed event's id, so a client can cite the record of
             // its own access (and tests can check none went missing).
             if let (Some(_), Ok(v)) = (receipt, event_id) {

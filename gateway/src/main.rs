@@ -383,8 +383,13 @@ fn import_command(
     let is_xlsx = file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
+    let mut book = None;
     let reader = if is_xlsx {
-        adapters::ledger::read_xlsx(&bytes, &mapping, sheet)
+        match adapters::ledger::XlsxLedger::open(&bytes) {
+            // Rows stream from the sheet's XML.
+            Ok(b) => book.insert(b).read(&mapping, sheet),
+            Err(e) => Err(e),
+        }
     } else {
         adapters::ledger::read_csv(&bytes[..], &mapping)
     };

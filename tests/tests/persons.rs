@@ -190,6 +190,38 @@ async fn match_answers_every_input_in_order() {
             assert_eq!(l["index"], i);
         }
         assert!(!text.contains(&id), "clear ID number leaked");
+
+        // The access event was committed before the first line; a second
+        // event, once the stream ended, counts the records it disclosed and
+        // names the first.
+        let disclosed: usize = lines
+            .iter()
+            .map(|l| l["records"].as_array().map_or(0, Vec::len))
+            .sum();
+        let r = gw
+            .client("auditor")
+            .get(gw.url("/v1/audit/events?client=education"))
+            .send()
+            .await
+            .unwrap();
+        let events: Value = r.json().await.unwrap();
+        let events = events["events"].as_array().unwrap();
+        let access = events
+            .iter()
+            .find(|e| e["kind"] == "access" && e["route"] == "/v1/match")
+            .unwrap_or_else(|| panic!("no access event: {events:?}"));
+        let done = events
+            .iter()
+            .find(|e| e["kind"] == "stream_completed")
+            .unwrap_or_else(|| panic!("no completion event: {events:?}"));
+        assert_eq!(done["records_disclosed"], disclosed, "{done}");
+        assert!(
+            done["reason"]
+                .as_str()
+                .unwrap()
+                .contains(access["event_id"].as_str().unwrap()),
+            "{done} / {access}"
+        );
         gw.stop().await;
     }
 }

@@ -204,3 +204,69 @@ async fn ndjson_loads_are_atomic() {
         gw.stop().await;
     }
 }
+
+/// The example CSV ledger as an XLSX workbook (every cell a string, as
+/// ledgers typed by hand often are), sheet `台账`.
+fn workbook(csv: &str) -> Vec<u8> {
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.set_name("台账").unwrap();
+    for (r, line) in csv.lines().enumerate() {
+        for (c, cell) in line.split(',').enumerate() {
+            ws.write_string(r as u32, c as u16, cell).unwrap();
+        }
+    }
+    wb.save_to_buffer().unwrap()
+}
+
+#[tokio::test]
+async fn xlsx_ledgers_import_and_name_the_bad_cell() {
+    const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+    let gw = TestGateway::start(&gateway_tests::TestDb::Sqlite).await;
+    let csv = String::from_utf8(example("student-aid.csv")).unwrap();
+    let (s, b) = post(
+        &gw,
+        "education",
+        "/v1/imports/student-aid",
+        XLSX,
+        workbook(&csv),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["inserted"], 3, "{b}");
+
+    // Break the check character of the first data row's ID number.
+    let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
+    let id = lines[1]
+        .split(',')
+        .find(|c| c.len() == 18 && c[..17].bytes().all(|b| b.is_ascii_digit()))
+        .unwrap()
+        .to_owned();
+    let last = if id.ends_with('1') { '2' } else { '1' };
+    lines[1] = lines[1].replacen(&id, &format!("{}{last}", &id[..17]), 1);
+    let (s, b) = post(
+        &gw,
+        "education",
+        "/v1/imports/student-aid",
+        XLSX,
+        workbook(&lines.join("\n")),
+    )
+    .await;
+    assert_eq!(s, 422, "{b}");
+    let errors = b["error"]["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e["sheet"] == "台账" && e["row"] == 2),
+        "{b}"
+    );
+    // Not a workbook at all: 422 naming the problem, nothing stored.
+    let (s, b) = post(
+        &gw,
+        "education",
+        "/v1/imports/student-aid",
+        XLSX,
+        b"PK garbage".to_vec(),
+    )
+    .await;
+    assert_eq!(s, 422, "{b}");
+    gw.stop().await;
+}

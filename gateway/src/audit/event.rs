@@ -51,6 +51,10 @@ pub enum EventKind {
     /// Written by the audit writer itself when the store comes back after an
     /// outage: when it started and ended and how many appends were refused.
     StoreOutage,
+    /// The end of a streamed answer (a batch match): how many records it
+    /// disclosed, known only once the stream is done. Its `reason` names the
+    /// access event, committed before the first byte, that it completes.
+    StreamCompleted,
 }
 
 impl EventKind {
@@ -62,6 +66,7 @@ impl EventKind {
             EventKind::Admin => "admin",
             EventKind::AuditorQuery => "auditor_query",
             EventKind::StoreOutage => "store_outage",
+            EventKind::StreamCompleted => "stream_completed",
         }
     }
 
@@ -73,6 +78,7 @@ impl EventKind {
             "admin" => EventKind::Admin,
             "auditor_query" => EventKind::AuditorQuery,
             "store_outage" => EventKind::StoreOutage,
+            "stream_completed" => EventKind::StreamCompleted,
             _ => return None,
         })
     }

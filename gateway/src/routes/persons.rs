@@ -15,6 +15,7 @@
 //! see exists — which its grant already entitles it to know.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -29,6 +30,7 @@ use time::OffsetDateTime;
 use adapters::domain::IdNumber;
 
 use crate::app::AppState;
+use crate::audit::event::{AuditEvent, EventKind, Outcome};
 use crate::error::ApiError;
 use crate::extract::{Require, System};
 use crate::identity::{Caller, Role};
@@ -329,14 +331,44 @@ pub async fn match_ids(
     // The event lists every queried person and the fields the plans grant;
     // it is durable before the first line is sent.
     let detail = audit_detail(&purpose, &set, &decisions, valid, 0, &[]);
-    let stream = match_lines(
+    let caller = caller.into_caller();
+    let version = set.version().to_owned();
+    let disclosed = Arc::new(AtomicU64::new(0));
+    let lines = match_lines(
         state.records.clone(),
         entries,
         decisions,
-        caller.into_caller(),
+        caller.clone(),
         native,
+        disclosed.clone(),
     );
-    let version = set.version().to_owned();
+    // When the last line is out, the count of disclosed records is known:
+    // a second event records it, naming the access event it completes.
+    let stream_audit = crate::accesslog::StreamAudit::default();
+    let completion = {
+        let audit = state.audit.clone();
+        let stream_audit = stream_audit.clone();
+        let rules = detail.rules.clone();
+        let version = version.clone();
+        futures_util::stream::once(async move {
+            let event = AuditEvent::builder(EventKind::StreamCompleted, "POST /v1/match")
+                .caller(&caller)
+                .route("/v1/match")
+                .purpose(purpose.code)
+                .records_disclosed(disclosed.load(Ordering::Relaxed))
+                .decision(Outcome::Allow, rules, Some(version))
+                .reason(format!(
+                    "end of the streamed answer of access event {}",
+                    stream_audit.access_event().unwrap_or("(unknown)")
+                ))
+                .build();
+            if let Err(e) = audit.append(event).await {
+                tracing::error!(error = %e, "the match's completion event was not recorded");
+            }
+        })
+        .filter_map(|()| async { None::<Result<Bytes, std::io::Error>> })
+    };
+    let stream = lines.chain(completion);
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -346,6 +378,7 @@ pub async fn match_ids(
         resp.headers_mut().insert("x-policy-version", v);
     }
     resp.extensions_mut().insert(detail);
+    resp.extensions_mut().insert(stream_audit);
     Ok(resp)
 }
 
@@ -407,6 +440,7 @@ fn match_lines(
     decisions: Arc<Vec<(String, Decision)>>,
     caller: Caller,
     native: bool,
+    disclosed: Arc<AtomicU64>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let datasets: Arc<Vec<String>> = Arc::new(decisions.iter().map(|(d, _)| d.clone()).collect());
     let mut chunks = Vec::with_capacity(entries.len().div_ceil(MATCH_CHUNK));
@@ -421,11 +455,14 @@ fn match_lines(
             let datasets = datasets.clone();
             let decisions = decisions.clone();
             let caller = caller.clone();
+            let disclosed = disclosed.clone();
             tokio::spawn(async move {
                 let ids: Vec<IdNumber> = chunk.iter().filter_map(|(_, e)| e.clone().ok()).collect();
                 let found = store.match_chunk(&ids, &datasets).await?;
                 let rendered = tokio::task::spawn_blocking(move || {
-                    render_chunk(chunk, found, &decisions, &caller, native)
+                    let (bytes, records) = render_chunk(chunk, found, &decisions, &caller, native);
+                    disclosed.fetch_add(records, Ordering::Relaxed);
+                    bytes
                 })
                 .await;
                 rendered.map_err(|_| crate::records::RecordsError::Corrupt("match render"))
@@ -456,16 +493,17 @@ struct MatchLine<'a> {
     records: Vec<RecordView<'a>>,
 }
 
-/// The lines of one chunk; `found` holds the records of the chunk's valid
-/// entries, in order.
+/// The lines of one chunk and the number of records they disclose; `found`
+/// holds the records of the chunk's valid entries, in order.
 fn render_chunk(
     chunk: Vec<(usize, Result<IdNumber, String>)>,
     found: Vec<Vec<StoredRecord>>,
     decisions: &[(String, Decision)],
     caller: &Caller,
     native: bool,
-) -> Bytes {
+) -> (Bytes, u64) {
     let mut buf = Vec::with_capacity(chunk.len() * 256);
+    let mut disclosed = 0u64;
     let mut found = found.iter();
     for (index, entry) in &chunk {
         let line = match entry {
@@ -482,6 +520,7 @@ fn render_chunk(
                     .flatten()
                     .filter_map(|r| view(caller, native, decisions, r))
                     .collect();
+                disclosed += records.len() as u64;
                 MatchLine {
                     index: *index,
                     status: if records.is_empty() {
@@ -499,7 +538,7 @@ fn render_chunk(
             buf.push(b'\n');
         }
     }
-    Bytes::from(buf)
+    (Bytes::from(buf), disclosed)
 }
 
 #[derive(Deserialize)]

@@ -466,14 +466,20 @@ pub async fn import(
         let d = catalogue
             .dataset(&d_owned)
             .ok_or_else(|| ApiError::NotFound("dataset vanished".into()))?;
+        let unprocessable = |errs| ApiError::Unprocessable {
+            errors: field_errors(None, errs).collect(),
+        };
+        // XLSX rows stream from the sheet's XML instead of loading the whole
+        // sheet as a cell grid first.
+        let mut book = None;
         let reader = if is_xlsx {
-            adapters::ledger::read_xlsx(&bytes, &mapping, q.sheet.as_deref())
+            let book =
+                book.insert(adapters::ledger::XlsxLedger::open(&bytes).map_err(unprocessable)?);
+            book.read(&mapping, q.sheet.as_deref())
         } else {
             adapters::ledger::read_csv(&bytes[..], &mapping)
         };
-        let reader = reader.map_err(|errs| ApiError::Unprocessable {
-            errors: field_errors(None, errs).collect(),
-        })?;
+        let reader = reader.map_err(unprocessable)?;
         let mut errors = Errors::default();
         let mut good = Vec::new();
         for rec in reader {
