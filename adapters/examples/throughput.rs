@@ -1,8 +1,10 @@
 //! Throughput figures for the adapters crate (run in release for real numbers):
 //!
 //! ```text
-//! cargo run -p adapters --example throughput --release -- [persons] [ledger_rows]
+//! cargo run -p adapters --example throughput --release -- [persons] [ledger_rows] [out.xlsx]
 //! ```
+//! With `out.xlsx`, the generated ledger is also written there (to time an
+//! import through the gateway: `gateway import --url … --file out.xlsx`).
 //! 1. synthetic population: persons and records per second;
 //! 2. validation: validated vs unchecked extraction per record;
 //! 3. ledger: a generated XLSX of N member rows, imported and validated.
@@ -21,6 +23,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let ledger_rows: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let ledger_out: Option<PathBuf> = args.next().map(PathBuf::from);
 
     let t = Instant::now();
     let (mut households, mut recs) = (0u64, 0u64);
@@ -90,6 +93,9 @@ fn main() {
         }
     }
     let bytes = wb.save_to_buffer().expect("xlsx");
+    if let Some(path) = &ledger_out {
+        std::fs::write(path, &bytes).expect("write the ledger");
+    }
     let dataset = catalogue.dataset("assistance-enrolment").expect("dataset");
     let t = Instant::now();
     let (mut good, mut bad) = (0, 0);
