@@ -1005,6 +1005,23 @@ pub fn example_files(seed: u64) -> Vec<ExampleFile> {
     files
 }
 
+/// `csv` (a ledger such as [`example_files`] writes) with the check
+/// character of the first data row's 18-digit ID number changed, so the ID
+/// is invalid: for showing how an import names the bad cell.
+pub fn with_bad_check_character(csv: &str) -> String {
+    let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
+    if let Some(row) = lines.get_mut(1)
+        && let Some(id) = row
+            .split(',')
+            .find(|c| c.len() == 18 && c.as_bytes()[..17].iter().all(u8::is_ascii_digit))
+            .map(str::to_owned)
+    {
+        let last = if id.ends_with('1') { '2' } else { '1' };
+        *row = row.replacen(&id, &format!("{}{last}", &id[..17]), 1);
+    }
+    lines.join("\n")
+}
+
 /// Writes [`example_files`] into `dir` (created if missing) and returns the
 /// paths written.
 pub fn write_examples(dir: &Path, seed: u64) -> std::io::Result<Vec<PathBuf>> {

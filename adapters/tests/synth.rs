@@ -126,3 +126,31 @@ fn example_files_publish_as_they_are() {
         }
     }
 }
+
+#[test]
+fn a_broken_check_character_makes_exactly_one_id_invalid() {
+    use adapters::domain::IdNumber;
+    let csv = example_files(7)
+        .into_iter()
+        .find(|f| f.name == "student-aid.csv")
+        .map(|f| String::from_utf8(f.contents).unwrap())
+        .unwrap();
+    let broken = adapters::synth::with_bad_check_character(&csv);
+    let ids = |text: &str| -> Vec<String> {
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .filter(|c| c.len() == 18 && c[..17].bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (before, after) = (ids(&csv), ids(&broken));
+    assert!(IdNumber::parse(&before[0]).is_ok());
+    assert!(IdNumber::parse(&after[0]).is_err(), "{}", after[0]);
+    assert_eq!(&before[0][..17], &after[0][..17]);
+    assert_eq!(
+        csv.lines().skip(2).collect::<Vec<_>>(),
+        broken.lines().skip(2).collect::<Vec<_>>()
+    );
+}

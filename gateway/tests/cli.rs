@@ -147,16 +147,9 @@ fn import_stores_a_ledger_or_names_the_bad_cell() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 inserted"));
     // Break the first data row's ID number check character.
     let text = std::fs::read_to_string(&csv).unwrap();
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let re_id = lines[1]
-        .split(',')
-        .find(|c| c.len() == 18 && c[..17].bytes().all(|b| b.is_ascii_digit()))
-        .unwrap()
-        .to_owned();
-    let last = if re_id.ends_with('1') { '2' } else { '1' };
-    lines[1] = lines[1].replacen(&re_id, &format!("{}{last}", &re_id[..17]), 1);
+    let broken = adapters::synth::with_bad_check_character(&text);
     let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, lines.join("\n")).unwrap();
+    std::fs::write(&bad, &broken).unwrap();
     let out = run(&bad);
     assert_eq!(out.status.code(), Some(65));
     let err = String::from_utf8_lossy(&out.stderr);

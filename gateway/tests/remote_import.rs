@@ -54,16 +54,9 @@ async fn import_through_a_running_gateway() {
 
     // A bad check character in the first data row: named by row, exit 65.
     let text = std::fs::read_to_string(&csv).unwrap();
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let id = lines[1]
-        .split(',')
-        .find(|c| c.len() == 18 && c[..17].bytes().all(|b| b.is_ascii_digit()))
-        .unwrap()
-        .to_owned();
-    let last = if id.ends_with('1') { '2' } else { '1' };
-    lines[1] = lines[1].replacen(&id, &format!("{}{last}", &id[..17]), 1);
+    let broken = adapters::synth::with_bad_check_character(&text);
     let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, lines.join("\n")).unwrap();
+    std::fs::write(&bad, &broken).unwrap();
     let out = import(&pki, "education", listen.port(), &bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{err}");

@@ -170,6 +170,30 @@ impl Outcome {
         f64::from(self.latencies_us[i]) / 1000.0
     }
 
+    /// Counts one request's result; `false` when it failed below HTTP
+    /// (the connection is unusable).
+    fn record(&mut self, sent: Instant, result: anyhow::Result<(u16, usize)>) -> bool {
+        match result {
+            Ok((status, _)) if (200..300).contains(&status) => {
+                self.ok += 1;
+                self.latencies_us
+                    .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                true
+            }
+            Ok((status, _)) => {
+                self.errors += 1;
+                self.first_error
+                    .get_or_insert_with(|| format!("HTTP {status}"));
+                true
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| format!("{e:#}"));
+                false
+            }
+        }
+    }
+
     fn merge(&mut self, other: Outcome) {
         self.ok += other.ok;
         self.errors += other.errors;
@@ -201,25 +225,12 @@ pub async fn keep_alive(
             let mut i = n * 7919;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                match conn.send(target.request(i, false)).await {
-                    Ok((status, _)) if (200..300).contains(&status) => {
-                        out.ok += 1;
-                        out.latencies_us
-                            .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
-                    }
-                    Ok((status, _)) => {
-                        out.errors += 1;
-                        out.first_error
-                            .get_or_insert_with(|| format!("HTTP {status}"));
-                    }
-                    Err(e) => {
-                        out.errors += 1;
-                        out.first_error.get_or_insert_with(|| format!("{e:#}"));
-                        // The connection is gone; open another one.
-                        match Conn::open(&target).await {
-                            Ok(c) => conn = c,
-                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                        }
+                let result = conn.send(target.request(i, false)).await;
+                if !out.record(sent, result) {
+                    // The connection is gone; open another one.
+                    match Conn::open(&target).await {
+                        Ok(c) => conn = c,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
                 i += 1;
@@ -258,22 +269,7 @@ pub async fn handshakes(
                     c.send(target.request(i, true)).await
                 }
                 .await;
-                match r {
-                    Ok((status, _)) if (200..300).contains(&status) => {
-                        out.ok += 1;
-                        out.latencies_us
-                            .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
-                    }
-                    Ok((status, _)) => {
-                        out.errors += 1;
-                        out.first_error
-                            .get_or_insert_with(|| format!("HTTP {status}"));
-                    }
-                    Err(e) => {
-                        out.errors += 1;
-                        out.first_error.get_or_insert_with(|| format!("{e:#}"));
-                    }
-                }
+                out.record(sent, r);
                 i += 1;
             }
             out

@@ -236,20 +236,13 @@ async fn xlsx_ledgers_import_and_name_the_bad_cell() {
     assert_eq!(b["inserted"], 3, "{b}");
 
     // Break the check character of the first data row's ID number.
-    let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
-    let id = lines[1]
-        .split(',')
-        .find(|c| c.len() == 18 && c[..17].bytes().all(|b| b.is_ascii_digit()))
-        .unwrap()
-        .to_owned();
-    let last = if id.ends_with('1') { '2' } else { '1' };
-    lines[1] = lines[1].replacen(&id, &format!("{}{last}", &id[..17]), 1);
+    let broken = adapters::synth::with_bad_check_character(&csv);
     let (s, b) = post(
         &gw,
         "education",
         "/v1/imports/student-aid",
         XLSX,
-        workbook(&lines.join("\n")),
+        workbook(&broken),
     )
     .await;
     assert_eq!(s, 422, "{b}");
