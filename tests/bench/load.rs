@@ -238,12 +238,7 @@ pub async fn keep_alive(
             out
         });
     }
-    let mut total = Outcome::default();
-    while let Some(r) = tasks.join_next().await {
-        total.merge(r?);
-    }
-    total.elapsed = start.elapsed();
-    Ok(total)
+    gather(tasks, start).await
 }
 
 /// Handshake load: `workers` concurrent loops, each opening a new
@@ -275,6 +270,15 @@ pub async fn handshakes(
             out
         });
     }
+    gather(tasks, start).await
+}
+
+/// Waits for every worker and sums their outcomes over the window since
+/// `start`.
+async fn gather(
+    mut tasks: tokio::task::JoinSet<Outcome>,
+    start: Instant,
+) -> anyhow::Result<Outcome> {
     let mut total = Outcome::default();
     while let Some(r) = tasks.join_next().await {
         total.merge(r?);

@@ -585,7 +585,7 @@ async fn seeded_postgres(
     use sqlx::Connection;
     let name = format!("gwbench_{persons}_{:08x}", fp as u32);
     let marker = cache.join(format!("{name}.pg"));
-    let url = database_url(server, &name);
+    let url = gateway_tests::database_url(server, &name);
     let mut conn = sqlx::PgConnection::connect(server)
         .await
         .with_context(|| "connecting to PostgreSQL".to_owned())?;
@@ -609,20 +609,6 @@ async fn seeded_postgres(
     seed_with(gateway_bin, config, &url, persons, &ids)?;
     std::fs::write(&marker, "seeded\n")?;
     Ok(url)
-}
-
-/// `server` with its database name replaced by `name`.
-fn database_url(server: &str, name: &str) -> String {
-    let (path, query) = match server.split_once('?') {
-        Some((a, b)) => (a, format!("?{b}")),
-        None => (server, String::new()),
-    };
-    let host_start = path.find("://").map_or(0, |i| i + 3);
-    let base = match path[host_start..].rfind('/') {
-        Some(i) => &path[..host_start + i],
-        None => path,
-    };
-    format!("{base}/{name}{query}")
 }
 
 /// Median of a non-empty slice.

@@ -59,6 +59,11 @@ pub async fn fresh_postgres(server_url: &str) -> anyhow::Result<(String, String)
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await?;
+    Ok((database_url(server_url, &name), name))
+}
+
+/// `server_url` with its database name replaced by `name` (query kept).
+pub fn database_url(server_url: &str, name: &str) -> String {
     let (path, query) = match server_url.split_once('?') {
         Some((a, b)) => (a, format!("?{b}")),
         None => (server_url, String::new()),
@@ -68,7 +73,7 @@ pub async fn fresh_postgres(server_url: &str) -> anyhow::Result<(String, String)
         Some(i) => &path[..host_start + i],
         None => path,
     };
-    Ok((format!("{base}/{name}{query}"), name))
+    format!("{base}/{name}{query}")
 }
 
 /// Drops a database made by [`fresh_postgres`].
