@@ -10,19 +10,14 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{client, free_addr, repo, start, wait_ready};
+use common::{Demo, client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_2xx_answered_before_a_kill_has_its_event_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let listen = free_addr();
-    gateway::demo::prepare(dir.path(), listen, repo()).expect("prepare");
-    let config = dir.path().join("gateway.toml");
-    let pki = dir.path().join("pki");
-    let log = dir.path().join("gateway.log");
-    let mut child = start(&config, listen, &log);
-    let c = client(&pki, "education");
-    wait_ready(&c, listen, &mut child, &log).await;
+    let demo = Demo::prepare();
+    let (dir, listen) = (&demo.dir, demo.listen);
+    let c = client(&demo.pki, "education");
+    let mut child = demo.start_ready(&c).await;
 
     // Load: 16 loops of audited requests, each remembering the event id of
     // every 2xx answer it received.
@@ -67,8 +62,7 @@ async fn every_2xx_answered_before_a_kill_has_its_event_after_restart() {
     );
 
     // Restart on the same database: the writer resumes the chain.
-    let mut child = start(&config, listen, &log);
-    wait_ready(&c, listen, &mut child, &log).await;
+    let mut child = demo.start_ready(&c).await;
     child.kill().unwrap();
     child.wait().unwrap();
 

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{client, free_addr, repo, start, wait_ready};
+use common::{Demo, client};
 
 fn import(pki: &Path, client: &str, port: u16, file: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gateway"))
@@ -29,18 +29,14 @@ fn import(pki: &Path, client: &str, port: u16, file: &Path) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_through_a_running_gateway() {
-    let dir = tempfile::tempdir().unwrap();
-    let listen = free_addr();
-    gateway::demo::prepare(dir.path(), listen, repo()).expect("prepare");
-    let pki = dir.path().join("pki");
-    let log = dir.path().join("gateway.log");
-    let mut child = start(&dir.path().join("gateway.toml"), listen, &log);
-    wait_ready(&client(&pki, "education"), listen, &mut child, &log).await;
+    let demo = Demo::prepare();
+    let (dir, listen, pki) = (&demo.dir, demo.listen, &demo.pki);
+    let mut child = demo.start_ready(&client(pki, "education")).await;
     let examples = dir.path().join("examples");
     adapters::synth::write_examples(&examples, 7).unwrap();
     let csv = examples.join("student-aid.csv");
 
-    let out = import(&pki, "education", listen.port(), &csv);
+    let out = import(pki, "education", listen.port(), &csv);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -49,7 +45,7 @@ async fn import_through_a_running_gateway() {
     );
     assert!(stdout.contains("3 inserted"), "{stdout}");
     // The same ledger again changes nothing.
-    let out = import(&pki, "education", listen.port(), &csv);
+    let out = import(pki, "education", listen.port(), &csv);
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 unchanged"));
 
     // A bad check character in the first data row: named by row, exit 65.
@@ -57,14 +53,14 @@ async fn import_through_a_running_gateway() {
     let broken = adapters::synth::with_bad_check_character(&text);
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, &broken).unwrap();
-    let out = import(&pki, "education", listen.port(), &bad);
+    let out = import(pki, "education", listen.port(), &bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{err}");
     assert!(err.contains("422"), "{err}");
     assert!(err.contains("row 2"), "{err}");
 
     // Only the owner department publishes its dataset.
-    let out = import(&pki, "housing", listen.port(), &csv);
+    let out = import(pki, "housing", listen.port(), &csv);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("403"), "{err}");

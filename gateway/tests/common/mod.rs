@@ -75,3 +75,36 @@ pub async fn wait_ready(c: &reqwest::Client, addr: SocketAddr, child: &mut Child
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A demo folder (PKI, configuration, SQLite database) on a free port, for
+/// running the `gateway` binary against.
+pub struct Demo {
+    pub dir: tempfile::TempDir,
+    pub listen: SocketAddr,
+    pub config: std::path::PathBuf,
+    pub pki: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+}
+
+impl Demo {
+    /// Prepares the folder as `gateway demo` would.
+    pub fn prepare() -> Demo {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = free_addr();
+        gateway::demo::prepare(dir.path(), listen, repo()).expect("prepare");
+        Demo {
+            config: dir.path().join("gateway.toml"),
+            pki: dir.path().join("pki"),
+            log: dir.path().join("gateway.log"),
+            dir,
+            listen,
+        }
+    }
+
+    /// Starts `gateway serve` and waits until it is ready for `c`.
+    pub async fn start_ready(&self, c: &reqwest::Client) -> Child {
+        let mut child = start(&self.config, self.listen, &self.log);
+        wait_ready(c, self.listen, &mut child, &self.log).await;
+        child
+    }
+}
