@@ -146,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/persons/{id_number}", get(routes::persons::person))
         .route("/v1/match", post(routes::persons::match_ids))
         .route("/v1/policy/explain", post(routes::persons::explain))
+        .route("/v1/policy/simulate", post(routes::policy::simulate))
         .route("/v1/audit/events", get(routes::audit::events))
         .route("/v1/audit/export", get(routes::audit::export))
         .route("/v1/audit/verify", get(routes::audit::verify))

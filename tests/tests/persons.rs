@@ -259,3 +259,127 @@ async fn explain_names_rules_and_field_treatments() {
     assert_eq!(r.status(), 403);
     gw.stop().await;
 }
+
+/// The default policy files, as a draft to edit.
+fn default_policy_files() -> serde_json::Map<String, Value> {
+    let dir = gateway_tests::repo_root().join("policies");
+    let mut files = serde_json::Map::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.ends_with(".yaml") {
+            files.insert(name, Value::String(std::fs::read_to_string(&p).unwrap()));
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn simulate_runs_a_draft_against_samples_without_activating_it() {
+    let gw = TestGateway::start(&gateway_tests::TestDb::Sqlite).await;
+    let explain = |client: &'static str| {
+        let gw = &gw;
+        async move {
+            let r = gw
+                .client(client)
+                .post(gw.url("/v1/policy/explain"))
+                .json(&json!({"dataset": "assistance-enrolment", "purpose": "student-aid"}))
+                .send()
+                .await
+                .unwrap();
+            let version = r.headers()["x-policy-version"].to_str().unwrap().to_owned();
+            (version, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (version_before, before) = explain("education").await;
+
+    // Draft: education no longer sees the head's (masked) name.
+    let mut files = default_policy_files();
+    let edu = files["education.yaml"].as_str().unwrap().to_owned();
+    assert!(edu.contains("      head.name: mask\n"), "fixture changed");
+    files.insert(
+        "education.yaml".into(),
+        Value::String(edu.replacen("      head.name: mask\n", "      head.name: drop\n", 1)),
+    );
+    let samples = json!([
+        {"department": "education", "region": "441700", "dataset": "assistance-enrolment", "purpose": "student-aid",
+         "record": enrolments().into_iter().find(|r| r["status"] == "active").unwrap()},
+        {"department": "housing", "region": "441700", "dataset": "assistance-enrolment", "purpose": "housing-assistance"},
+        {"department": "education", "region": "441700", "dataset": "medical-settlement", "purpose": "student-aid"}
+    ]);
+    let r = gw
+        .client("admin")
+        .post(gw.url("/v1/policy/simulate"))
+        .json(&json!({"files": files, "samples": samples}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-audit-event"));
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["samples"], 3, "{report}");
+    assert_eq!(report["changed"], 1, "{report}");
+    assert_eq!(report["active_version"], version_before.as_str());
+    assert_ne!(report["draft_version"], report["active_version"]);
+    let change = &report["changes"][0];
+    assert_eq!(change["index"], 0);
+    assert_eq!(change["output_changed"], true);
+    assert_eq!(
+        change["fields"],
+        json!([{"path": "head.name", "before": "mask:name", "after": "drop"}]),
+        "{report}"
+    );
+    // No value of the sample record is echoed back.
+    let text = report.to_string();
+    let sample_name = samples[0]["record"]["head"]["name"].as_str().unwrap();
+    assert!(!text.contains(sample_name), "{text}");
+
+    // Nothing was activated: same version, same treatment.
+    let (version_after, after) = explain("education").await;
+    assert_eq!(version_after, version_before);
+    assert_eq!(after, before);
+
+    // A draft that does not load: 422 naming file and line; still nothing
+    // activated.
+    let mut bad = default_policy_files();
+    bad.insert(
+        "education.yaml".into(),
+        Value::String(edu.replacen("      head.name: mask\n", "      head.nmae: mask\n", 1)),
+    );
+    let r = gw
+        .client("admin")
+        .post(gw.url("/v1/policy/simulate"))
+        .json(&json!({"files": bad, "samples": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "invalid_policy", "{b}");
+    let e = &b["error"]["errors"][0];
+    assert_eq!(e["file"], "education.yaml", "{b}");
+    assert!(e["line"].as_u64().unwrap() > 1, "{b}");
+    assert!(e["message"].as_str().unwrap().contains("head.nmae"), "{b}");
+    assert_eq!(explain("education").await.0, version_before);
+
+    // Malformed body → 400; only admins simulate.
+    let r = gw
+        .client("admin")
+        .post(gw.url("/v1/policy/simulate"))
+        .json(&json!({"files": {"../x.yaml": "version: 1"}, "samples": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    for client in ["education", "auditor"] {
+        let r = gw
+            .client(client)
+            .post(gw.url("/v1/policy/simulate"))
+            .json(&json!({"files": files, "samples": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{client}");
+    }
+    gw.stop().await;
+}

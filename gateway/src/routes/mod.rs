@@ -3,4 +3,5 @@
 
 pub mod audit;
 pub mod persons;
+pub mod policy;
 pub mod records;
