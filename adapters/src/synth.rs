@@ -1009,8 +1009,14 @@ pub fn example_files(seed: u64) -> Vec<ExampleFile> {
 /// character of the first data row's 18-digit ID number changed, so the ID
 /// is invalid: for showing how an import names the bad cell.
 pub fn with_bad_check_character(csv: &str) -> String {
+    with_bad_check_character_at(csv, 1)
+}
+
+/// As [`with_bad_check_character`], in line `line` (0 is the header; the
+/// last line is `lines - 1`).
+pub fn with_bad_check_character_at(csv: &str, line: usize) -> String {
     let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
-    if let Some(row) = lines.get_mut(1)
+    if let Some(row) = lines.get_mut(line)
         && let Some(id) = row
             .split(',')
             .find(|c| c.len() == 18 && c.as_bytes()[..17].iter().all(u8::is_ascii_digit))
@@ -1020,6 +1026,27 @@ pub fn with_bad_check_character(csv: &str) -> String {
         *row = row.replacen(&id, &format!("{}{last}", &id[..17]), 1);
     }
     lines.join("\n")
+}
+
+/// A CSV ledger (default Chinese headers) of the first `n` synthetic
+/// records of `dataset` in the population of `seed`; fewer if the
+/// population of `50 * n` persons holds fewer (generated lazily). Empty for a dataset without a
+/// ledger mapping.
+pub fn ledger_csv(dataset: &str, seed: u64, n: usize) -> Vec<u8> {
+    let Some(mapping) = LedgerMapping::default_for(dataset) else {
+        return Vec::new();
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record(mapping.headers());
+    for r in records(seed, 50 * n as u64)
+        .filter(|r| r.dataset == dataset)
+        .take(n)
+    {
+        for row in mapping.to_rows(&r.record) {
+            let _ = w.write_record(&row);
+        }
+    }
+    w.into_inner().unwrap_or_default()
 }
 
 /// Writes [`example_files`] into `dir` (created if missing) and returns the

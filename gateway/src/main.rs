@@ -383,68 +383,99 @@ fn import_command(
     let is_xlsx = file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
-    let mut book = None;
-    let reader = if is_xlsx {
-        match adapters::ledger::XlsxLedger::open(&bytes) {
-            // Rows stream from the sheet's XML.
-            Ok(b) => book.insert(b).read(&mapping, sheet),
-            Err(e) => Err(e),
-        }
-    } else {
-        adapters::ledger::read_csv(&bytes[..], &mapping)
-    };
-    let reader = match reader {
-        Ok(r) => r,
-        Err(errs) => {
-            for e in errs {
-                eprintln!("{}: {e}", file.display());
-            }
-            return Ok(ExitCode::from(65));
-        }
-    };
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(indicatif::ProgressStyle::with_template(
         "{spinner} {pos} records read ({per_sec}) {msg}",
     )?);
-    let mut good = Vec::new();
-    let mut errors = 0usize;
-    for rec in reader {
-        match rec.and_then(|r| r.validate(d)) {
-            Ok(v) => good.push(gateway::records::NewRecord {
-                natural_key: v.natural_key,
-                region: v.region,
-                subjects: v.subjects,
-                payload: v.record,
-            }),
-            Err(errs) => {
-                for e in errs {
-                    errors += 1;
-                    if errors <= 1_000 {
-                        bar.suspend(|| eprintln!("{}: {e}", file.display()));
-                    }
-                }
-            }
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    if errors > 0 {
-        eprintln!("{errors} error(s); nothing was stored");
-        return Ok(ExitCode::from(65));
-    }
-    let n = good.len();
+    let department = gateway::identity::DepartmentId::parse(d.owner())?;
+    let catalogue = std::sync::Arc::new(catalogue);
+    let dataset_id = dataset.to_owned();
+    let sheet = sheet.map(str::to_owned);
+    let display = file.display().to_string();
     let runtime = tokio::runtime::Runtime::new()?;
-    let summary = runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let db = gateway::storage::Database::open(&config.database_url, 2).await?;
         let store = gateway::records::RecordStore::new(db.clone());
         let publisher = gateway::records::Publisher {
             client_id: publisher.to_owned(),
-            department: gateway::identity::DepartmentId::parse(d.owner())?,
+            department,
         };
-        let s = store.publish(dataset, &publisher, good).await?;
+        // Validated rows go into one transaction chunk by chunk as they
+        // are read (memory bounded); any bad row rolls it all back.
+        let bar = bar.clone();
+        let outcome = store
+            .publish_produced(dataset, &publisher, move |sink| {
+                let Some(d) = catalogue.dataset(&dataset_id) else {
+                    return Err(1);
+                };
+                let mut book = None;
+                let reader = if is_xlsx {
+                    match adapters::ledger::XlsxLedger::open(&bytes) {
+                        // Rows stream from the sheet's XML.
+                        Ok(b) => book.insert(b).read(&mapping, sheet.as_deref()),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    adapters::ledger::read_csv(&bytes[..], &mapping)
+                };
+                let reader = match reader {
+                    Ok(r) => r,
+                    Err(errs) => {
+                        for e in &errs {
+                            eprintln!("{display}: {e}");
+                        }
+                        return Err(errs.len());
+                    }
+                };
+                let mut chunk = Vec::with_capacity(gateway::records::WRITE_CHUNK);
+                let mut errors = 0usize;
+                let mut n = 0usize;
+                for rec in reader {
+                    match rec.and_then(|r| r.validate(d)) {
+                        Ok(v) if errors == 0 => {
+                            chunk.push(gateway::records::NewRecord {
+                                natural_key: v.natural_key,
+                                region: v.region,
+                                subjects: v.subjects,
+                                payload: v.record,
+                            });
+                            if chunk.len() >= gateway::records::WRITE_CHUNK
+                                && !sink(std::mem::take(&mut chunk))
+                            {
+                                return Ok(n);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(errs) => {
+                            for e in errs {
+                                errors += 1;
+                                if errors <= 1_000 {
+                                    bar.suspend(|| eprintln!("{display}: {e}"));
+                                }
+                            }
+                        }
+                    }
+                    n += 1;
+                    bar.inc(1);
+                }
+                if errors > 0 {
+                    return Err(errors);
+                }
+                sink(chunk);
+                Ok(n)
+            })
+            .await;
         db.close().await;
-        anyhow::Ok(s)
+        anyhow::Ok(outcome?)
     })?;
+    bar.finish_and_clear();
+    let (summary, n) = match outcome {
+        Ok(done) => done,
+        Err(errors) => {
+            eprintln!("{errors} error(s); nothing was stored");
+            return Ok(ExitCode::from(65));
+        }
+    };
     println!(
         "{n} records: {} inserted, {} updated, {} unchanged",
         summary.inserted, summary.updated, summary.unchanged

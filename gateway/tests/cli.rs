@@ -155,4 +155,37 @@ fn import_stores_a_ledger_or_names_the_bad_cell() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("row 2"), "{err}");
     assert!(err.contains("nothing was stored"), "{err}");
+
+    // Written chunk by chunk while validating: a bad last row after more
+    // than two chunks of good ones still stores nothing.
+    let big = String::from_utf8(adapters::synth::ledger_csv("student-aid", 11, 2_500)).unwrap();
+    let lines = big.lines().count();
+    assert!(lines > 2_001);
+    std::fs::write(
+        &bad,
+        adapters::synth::with_bad_check_character_at(&big, lines - 1),
+    )
+    .unwrap();
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("row {lines}")), "{err}");
+    let good = dir.path().join("big.csv");
+    std::fs::write(&good, &big).unwrap();
+    let out = run(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // (The three example records imported above are among them.)
+    assert!(
+        stdout.contains(&format!(
+            "{} records: {} inserted, 3 updated",
+            lines - 1,
+            lines - 4
+        )),
+        "{stdout}"
+    );
 }

@@ -263,3 +263,45 @@ async fn xlsx_ledgers_import_and_name_the_bad_cell() {
     assert_eq!(s, 422, "{b}");
     gw.stop().await;
 }
+
+/// A ledger is written in chunks while it is still being validated; a bad
+/// row after several chunks must still leave nothing stored.
+#[tokio::test]
+async fn a_bad_row_after_thousands_of_good_ones_stores_nothing() {
+    for db in backends() {
+        let gw = TestGateway::start(&db).await;
+        let csv = String::from_utf8(adapters::synth::ledger_csv("student-aid", 11, 2_500)).unwrap();
+        let lines = csv.lines().count();
+        assert!(lines > 2_001, "{lines} lines: more than two write chunks");
+        let broken = adapters::synth::with_bad_check_character_at(&csv, lines - 1);
+        assert_ne!(broken, csv);
+        let (s, b) = post(
+            &gw,
+            "education",
+            "/v1/imports/student-aid",
+            "text/csv",
+            broken.into_bytes(),
+        )
+        .await;
+        assert_eq!(s, 422, "{b}");
+        let errors = b["error"]["errors"].as_array().unwrap();
+        assert!(
+            errors.iter().all(|e| e["row"] == lines as u64),
+            "only the last row (spreadsheet row {lines}) is named: {b}"
+        );
+        // Nothing of the good rows was kept: the same ledger fixed inserts
+        // every one of them.
+        let (s, b) = post(
+            &gw,
+            "education",
+            "/v1/imports/student-aid",
+            "text/csv",
+            csv.into_bytes(),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["records"], (lines - 1) as u64, "{b}");
+        assert_eq!(b["inserted"], (lines - 1) as u64, "{b}");
+        gw.stop().await;
+    }
+}

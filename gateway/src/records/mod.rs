@@ -197,6 +197,9 @@ pub enum RecordsError {
     /// A stored row failed to decode (our fault).
     #[error("stored record is corrupt: {0}")]
     Corrupt(&'static str),
+    /// The task producing records panicked (our fault); nothing was stored.
+    #[error("the record producer failed; nothing was stored")]
+    ProducerFailed,
 }
 
 /// The versioned record store. Cheap to clone (holds the pool).
@@ -275,6 +278,53 @@ impl RecordStore {
             publication.push(chunk).await?;
         }
         publication.commit().await
+    }
+
+    /// Publishes what `produce` yields, atomically, with memory bounded by
+    /// two chunks: `produce` runs on a blocking thread (parsing and
+    /// validating a ledger is CPU work) and hands chunks of at most
+    /// [`WRITE_CHUNK`] records to `sink`, which returns `false` once the
+    /// publication has failed (stop producing then). Chunks are written into
+    /// one transaction as they arrive.
+    ///
+    /// If `produce` returns `Err` (e.g. some rows did not validate),
+    /// everything is rolled back and the error is returned inside `Ok`; a
+    /// store error is the outer `Err`. On success, the summary and what
+    /// `produce` returned.
+    pub async fn publish_produced<T, E, F>(
+        &self,
+        dataset: &str,
+        publisher: &Publisher,
+        produce: F,
+    ) -> Result<Result<(PublishSummary, T), E>, RecordsError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&mut dyn FnMut(Vec<NewRecord>) -> bool) -> Result<T, E> + Send + 'static,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewRecord>>(1);
+        let producer = tokio::task::spawn_blocking(move || {
+            let mut sink =
+                |chunk: Vec<NewRecord>| chunk.is_empty() || tx.blocking_send(chunk).is_ok();
+            produce(&mut sink)
+        });
+        let mut publication = self.begin_publish(dataset, publisher).await?;
+        while let Some(chunk) = rx.recv().await {
+            // On error `rx` is dropped on return: the producer's next send
+            // fails and it stops.
+            publication.push(chunk).await?;
+        }
+        match producer.await {
+            Ok(Ok(out)) => Ok(Ok((publication.commit().await?, out))),
+            Ok(Err(e)) => {
+                publication.rollback().await?;
+                Ok(Err(e))
+            }
+            Err(_) => {
+                publication.rollback().await?;
+                Err(RecordsError::ProducerFailed)
+            }
+        }
     }
 
     /// Loads records that must not exist yet (a fresh database: `gateway

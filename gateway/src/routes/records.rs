@@ -460,66 +460,72 @@ pub async fn import(
     let d_owned = d.id().to_owned();
     let catalogue = state.catalogue.clone();
     let caller_c = caller.caller().clone();
-    // Parsing and validating a large workbook is CPU work: keep it off the
-    // async workers.
-    let outcome = tokio::task::spawn_blocking(move || {
-        let d = catalogue
-            .dataset(&d_owned)
-            .ok_or_else(|| ApiError::NotFound("dataset vanished".into()))?;
-        let unprocessable = |errs| ApiError::Unprocessable {
-            errors: field_errors(None, errs).collect(),
-        };
-        // XLSX rows stream from the sheet's XML instead of loading the whole
-        // sheet as a cell grid first.
-        let mut book = None;
-        let reader = if is_xlsx {
-            let book =
-                book.insert(adapters::ledger::XlsxLedger::open(&bytes).map_err(unprocessable)?);
-            book.read(&mapping, q.sheet.as_deref())
-        } else {
-            adapters::ledger::read_csv(&bytes[..], &mapping)
-        };
-        let reader = reader.map_err(unprocessable)?;
-        let mut errors = Errors::default();
-        let mut good = Vec::new();
-        for rec in reader {
-            match rec.and_then(|r| {
-                let located = r.clone();
-                let v = r.validate(d)?;
-                check_region(d, &caller_c, &v).map_err(|errs| {
-                    errs.into_iter()
-                        .map(|e| located.locate(e))
-                        .collect::<Vec<_>>()
-                })?;
-                Ok(v)
-            }) {
-                Ok(v) => {
-                    if errors.total == 0 {
-                        good.push(new_record(v));
-                    }
-                }
-                Err(errs) => errors.extend(field_errors(None, errs)),
-            }
-        }
-        if errors.total > 0 {
-            return Err(errors.into_error());
-        }
-        Ok(good)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    if outcome.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty",
-            "the ledger holds no records",
-        ));
-    }
-    let n = outcome.len() as u64;
-    let summary = state
+    // Rows are parsed and validated on a blocking thread and written in
+    // chunks into one transaction as they come: memory stays bounded by the
+    // body and two chunks, whatever the number of rows. The first bad row
+    // stops the writing (the rest is still validated, to report every
+    // error) and the transaction is rolled back.
+    let outcome = state
         .records
-        .publish(d.id(), &Publisher::from(caller.caller()), outcome)
+        .publish_produced(d.id(), &Publisher::from(caller.caller()), move |sink| {
+            let d = catalogue
+                .dataset(&d_owned)
+                .ok_or_else(|| ApiError::NotFound("dataset vanished".into()))?;
+            let unprocessable = |errs| ApiError::Unprocessable {
+                errors: field_errors(None, errs).collect(),
+            };
+            // XLSX rows stream from the sheet's XML instead of loading the
+            // whole sheet as a cell grid first.
+            let mut book = None;
+            let reader = if is_xlsx {
+                let book =
+                    book.insert(adapters::ledger::XlsxLedger::open(&bytes).map_err(unprocessable)?);
+                book.read(&mapping, q.sheet.as_deref())
+            } else {
+                adapters::ledger::read_csv(&bytes[..], &mapping)
+            };
+            let reader = reader.map_err(unprocessable)?;
+            let mut errors = Errors::default();
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut rows = 0u64;
+            for rec in reader {
+                rows += 1;
+                match rec.and_then(|r| {
+                    let located = r.clone();
+                    let v = r.validate(d)?;
+                    check_region(d, &caller_c, &v).map_err(|errs| {
+                        errs.into_iter()
+                            .map(|e| located.locate(e))
+                            .collect::<Vec<_>>()
+                    })?;
+                    Ok(v)
+                }) {
+                    Ok(v) if errors.total == 0 => {
+                        chunk.push(new_record(v));
+                        // `false`: the store failed and already answered.
+                        if chunk.len() >= CHUNK && !sink(std::mem::take(&mut chunk)) {
+                            return Ok(rows);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(errs) => errors.extend(field_errors(None, errs)),
+                }
+            }
+            if errors.total > 0 {
+                return Err(errors.into_error());
+            }
+            if rows == 0 {
+                return Err(ApiError::bad_request(
+                    "empty",
+                    "the ledger holds no records",
+                ));
+            }
+            sink(chunk);
+            Ok(rows)
+        })
         .await
         .map_err(store_error)?;
+    let (summary, n) = outcome?;
     Ok(summary_response(summary, n))
 }
 
