@@ -68,6 +68,13 @@ impl Database {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
+            // 16 KiB pages (for files created from now on). An audit event
+            // row (~1.6 KB) then fits in its b-tree cell: with 4 KiB pages
+            // anything over ~1 KB spills into an overflow page of its own
+            // (audit database 2.2x larger). Measured with `cargo bench -p
+            // gateway --bench audit`: verification 59k → ~90k events/s
+            // against 4 KiB pages, appends unchanged (8 KiB: in between).
+            .page_size(16_384)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is on disk when it returns. The audit log's
             // durability promise rests on this; group commit keeps it cheap.
