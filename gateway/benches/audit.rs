@@ -12,6 +12,8 @@
 //! waiting for its event to be durable before sending the next, exactly as
 //! the request path does.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -174,24 +176,9 @@ async fn main() {
     }
 
     if let Ok(url) = std::env::var("GATEWAY_TEST_DATABASE_URL") {
-        let admin = sqlx::PgPool::connect(&url).await.expect("admin");
-        let name = format!("bench_{}", uuid::Uuid::now_v7().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .expect("create");
-        let base = url.split('?').next().unwrap_or(&url);
-        let prefix = base.rsplit_once('/').map(|(p, _)| p).unwrap_or(base);
-        let db = Database::open(&format!("{prefix}/{name}"), 4)
-            .await
-            .expect("pg");
+        let pg = common::ScratchPg::create(&url).await;
+        let db = pg.db.clone();
         run("PostgreSQL", db.clone(), events).await;
-        db.close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {name} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .expect("drop");
+        pg.drop().await;
     }
 }

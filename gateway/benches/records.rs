@@ -6,6 +6,8 @@
 //! `cargo bench -p gateway --bench records` (optionally `-- --persons N`).
 //! Synthetic data only: valid-looking ID numbers, fictitious payloads.
 
+mod common;
+
 use std::time::Instant;
 
 use adapters::domain::{IdNumber, RegionCode};
@@ -175,24 +177,9 @@ async fn main() {
     db.close().await;
 
     if let Ok(url) = std::env::var("GATEWAY_TEST_DATABASE_URL") {
-        let admin = sqlx::PgPool::connect(&url).await.expect("admin");
-        let name = format!("bench_{}", uuid::Uuid::now_v7().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .expect("create");
-        let base = url.split('?').next().unwrap_or(&url);
-        let prefix = base.rsplit_once('/').map(|(p, _)| p).unwrap_or(base);
-        let db = Database::open(&format!("{prefix}/{name}"), 4)
-            .await
-            .expect("pg");
+        let pg = common::ScratchPg::create(&url).await;
+        let db = pg.db.clone();
         run("PostgreSQL", RecordStore::new(db.clone()), persons).await;
-        db.close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {name} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .expect("drop");
+        pg.drop().await;
     }
 }
