@@ -133,8 +133,10 @@ pub struct CatalogueError {
     pub message: String,
 }
 
-/// Sharing type of a field (共享类型, 国发〔2016〕51号).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// Sharing type of a field (共享类型, 国发〔2016〕51号). Ordered from the
+/// least to the most restrictive, so `max` gives the stricter of two (a
+/// field under a `none` container is `none`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Sharing {
     /// 无条件共享: any government department.
@@ -193,6 +195,12 @@ macro_rules! str_enum {
                 match s { $($s => Some(Self::$v),)* _ => None }
             }
         }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
     };
 }
 str_enum!(Sharing { Unconditional = "unconditional", Conditional = "conditional", None = "none" });
@@ -203,6 +211,13 @@ str_enum!(FieldKind {
     Region = "region", Code = "code", Text = "text", Integer = "integer", Number = "number",
     Boolean = "boolean", Object = "object", Array = "array",
 });
+
+impl FieldKind {
+    /// Whether the kind is a container (object or array).
+    pub fn is_container(self) -> bool {
+        matches!(self, Self::Object | Self::Array)
+    }
+}
 
 /// One code of a code table: the canonical code and its Chinese name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

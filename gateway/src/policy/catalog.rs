@@ -3,121 +3,20 @@
 //! contract: `x-dataset`, `x-owner`, `x-region`, and `x-sharing` / `x-kind` on
 //! every property).
 //!
-//! Deliberately independent of the `adapters` crate's catalogue API: the
-//! policy engine only needs paths, kinds and sharing types, which it reads
-//! straight from a schema `serde_json::Value` ([`DatasetInfo::from_schema`]).
+//! The policy engine only needs paths, kinds and sharing types, which it
+//! reads straight from a schema `serde_json::Value`
+//! ([`DatasetInfo::from_schema`]); the kinds and sharing types are the
+//! `adapters` catalogue's own.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
 
-/// What a field holds: decides which masks and generalisations apply
-/// (`x-kind` in the schemas).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FieldKind {
-    IdNumber,
-    Name,
-    Mobile,
-    Address,
-    BankCard,
-    BirthDate,
-    Date,
-    Money,
-    Region,
-    Code,
-    Text,
-    Integer,
-    Number,
-    Boolean,
-    Object,
-    Array,
-}
-
-impl FieldKind {
-    /// Parses an `x-kind` value.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "id_number" => Self::IdNumber,
-            "name" => Self::Name,
-            "mobile" => Self::Mobile,
-            "address" => Self::Address,
-            "bank_card" => Self::BankCard,
-            "birth_date" => Self::BirthDate,
-            "date" => Self::Date,
-            "money" => Self::Money,
-            "region" => Self::Region,
-            "code" => Self::Code,
-            "text" => Self::Text,
-            "integer" => Self::Integer,
-            "number" => Self::Number,
-            "boolean" => Self::Boolean,
-            "object" => Self::Object,
-            "array" => Self::Array,
-            _ => return None,
-        })
-    }
-
-    /// The `x-kind` spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::IdNumber => "id_number",
-            Self::Name => "name",
-            Self::Mobile => "mobile",
-            Self::Address => "address",
-            Self::BankCard => "bank_card",
-            Self::BirthDate => "birth_date",
-            Self::Date => "date",
-            Self::Money => "money",
-            Self::Region => "region",
-            Self::Code => "code",
-            Self::Text => "text",
-            Self::Integer => "integer",
-            Self::Number => "number",
-            Self::Boolean => "boolean",
-            Self::Object => "object",
-            Self::Array => "array",
-        }
-    }
-
-    /// Whether the kind is a container (object or array).
-    pub fn is_container(self) -> bool {
-        matches!(self, Self::Object | Self::Array)
-    }
-}
-
-/// A field's sharing type (`x-sharing`): 无条件共享 / 有条件共享 / 不予共享.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Sharing {
-    Unconditional,
-    Conditional,
-    None,
-}
-
-impl Sharing {
-    /// Parses an `x-sharing` value.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "unconditional" => Some(Self::Unconditional),
-            "conditional" => Some(Self::Conditional),
-            "none" => Some(Self::None),
-            _ => None,
-        }
-    }
-
-    /// The annotation spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unconditional => "unconditional",
-            Self::Conditional => "conditional",
-            Self::None => "none",
-        }
-    }
-}
+/// What a field holds (`x-kind`; decides which masks and generalisations
+/// apply) and its sharing type (`x-sharing`): the catalogue's own types.
+pub use adapters::catalogue::{FieldKind, Sharing};
 
 /// One property of a dataset: a leaf or a container.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -395,12 +294,6 @@ impl Datasets {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
-    }
-}
-
-impl fmt::Display for FieldKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
