@@ -308,22 +308,33 @@ impl RecordStore {
                 |chunk: Vec<NewRecord>| chunk.is_empty() || tx.blocking_send(chunk).is_ok();
             produce(&mut sink)
         });
-        let mut publication = self.begin_publish(dataset, publisher).await?;
+        // The transaction (on SQLite: the database's write lock) is opened
+        // with the first valid chunk, not while the first rows are still
+        // being read, and never for input that fails before that.
+        let mut publication: Option<Publication> = None;
         while let Some(chunk) = rx.recv().await {
+            let p = match publication.as_mut() {
+                Some(p) => p,
+                None => publication.insert(self.begin_publish(dataset, publisher).await?),
+            };
             // On error `rx` is dropped on return: the producer's next send
             // fails and it stops.
-            publication.push(chunk).await?;
+            p.push(chunk).await?;
         }
-        match producer.await {
-            Ok(Ok(out)) => Ok(Ok((publication.commit().await?, out))),
-            Ok(Err(e)) => {
-                publication.rollback().await?;
-                Ok(Err(e))
-            }
-            Err(_) => {
-                publication.rollback().await?;
-                Err(RecordsError::ProducerFailed)
-            }
+        let outcome = producer.await;
+        if let Ok(Ok(out)) = outcome {
+            let summary = match publication {
+                Some(p) => p.commit().await?,
+                None => PublishSummary::default(),
+            };
+            return Ok(Ok((summary, out)));
+        }
+        if let Some(p) = publication {
+            p.rollback().await?;
+        }
+        match outcome {
+            Ok(Err(e)) => Ok(Err(e)),
+            _ => Err(RecordsError::ProducerFailed),
         }
     }
 
