@@ -21,8 +21,12 @@ use crate::identity::{Caller, Role};
 /// Longest free-text value kept in an event (routes, trace ids, reasons);
 /// longer input is cut, so hostile requests cannot bloat the log.
 pub const MAX_TEXT: usize = 512;
-/// Most list items kept per event (datasets, subjects, fields, rule ids).
+/// Most list items kept per event (datasets, fields, rule ids).
 pub const MAX_ITEMS: usize = 10_000;
+/// Most data subjects kept per event: the largest batch a request may name
+/// (a match of 100,000 ID numbers), so every person a request asked about
+/// is in its event and in that person's access report.
+pub const MAX_SUBJECTS: usize = 100_000;
 
 fn cap(s: impl Into<String>) -> String {
     let mut s: String = s.into();
@@ -535,17 +539,21 @@ impl AuditEventBuilder {
     }
 
     /// Adds a data subject (already an HMAC; see [`SubjectKeys::subject`]).
-    pub fn subject(mut self, subject: SubjectRef) -> Self {
-        if self.0.subjects.len() < MAX_ITEMS && !self.0.subjects.contains(&subject) {
-            self.0.subjects.push(subject);
-        }
-        self
+    pub fn subject(self, subject: SubjectRef) -> Self {
+        self.subjects([subject])
     }
 
-    /// Adds data subjects.
+    /// Adds data subjects (each once; at most [`MAX_SUBJECTS`]).
     pub fn subjects(mut self, subjects: impl IntoIterator<Item = SubjectRef>) -> Self {
+        let list = &mut self.0.subjects;
+        let mut seen: std::collections::HashSet<SubjectRef> = list.iter().cloned().collect();
         for s in subjects {
-            self = self.subject(s);
+            if list.len() >= MAX_SUBJECTS {
+                break;
+            }
+            if seen.insert(s.clone()) {
+                list.push(s);
+            }
         }
         self
     }
@@ -661,6 +669,27 @@ mod tests {
         );
         assert!(SubjectRef::parse("v1:zz").is_none());
         assert!(SubjectRef::parse("11010519491231002X").is_none());
+    }
+
+    #[test]
+    fn every_subject_of_a_full_match_is_kept_once() {
+        let k = keys();
+        let base = time::Date::from_calendar_date(1950, time::Month::January, 1).expect("date");
+        let ids: Vec<SubjectRef> = (0..MAX_SUBJECTS as i64 + 10)
+            .map(|i| {
+                let birth = base + time::Duration::days(i / 1000);
+                k.subject(&IdNumber::from_parts("441702", birth, (i % 1000) as u16).expect("id"))
+            })
+            .collect();
+        let ev = AuditEvent::access("POST /v1/match")
+            .subject(ids[1].clone())
+            .subjects(ids.iter().cloned())
+            .subjects(ids[..5].iter().cloned())
+            .build();
+        assert_eq!(ev.subjects.len(), MAX_SUBJECTS);
+        assert_eq!(ev.subjects[0], ids[1]);
+        assert_eq!(ev.subjects[1], ids[0]);
+        assert_eq!(ev.subjects[2], ids[2]);
     }
 
     #[test]
