@@ -306,10 +306,22 @@ fn where_clause(f: &Filter, cursor: Option<&Cursor>) -> (String, Vec<Param>) {
             ps.push(Param::T(s.as_str().to_owned()));
             holders.push(format!("${}", ps.len()));
         }
+        // Indexed events through the index; the newest ones, which the
+        // index does not cover yet (see `store::index_subjects`), by their
+        // `subjects` column (space-separated; a subject has no LIKE
+        // wildcard in it).
+        let mut tail = Vec::new();
+        for s in &f.subjects {
+            ps.push(Param::T(format!("% {} %", s.as_str())));
+            tail.push(format!("' ' || e.subjects || ' ' LIKE ${}", ps.len()));
+        }
         conds.push(format!(
-            "EXISTS (SELECT 1 FROM audit_event_subjects s WHERE s.log_id = e.log_id \
-             AND s.seq = e.seq AND s.subject IN ({}))",
-            holders.join(", ")
+            "(EXISTS (SELECT 1 FROM audit_event_subjects s WHERE s.log_id = e.log_id \
+             AND s.seq = e.seq AND s.subject IN ({})) \
+             OR (e.seq >= (SELECT w.indexed_to FROM audit_subject_watermarks w WHERE w.log_id = e.log_id) \
+             AND ({})))",
+            holders.join(", "),
+            tail.join(" OR ")
         ));
     }
     if let Some(c) = cursor {
@@ -807,14 +819,33 @@ pub async fn most_accessed_subjects(
     to_ms: i64,
     limit: u32,
 ) -> Result<Vec<SubjectCount>, AuditError> {
-    let sql = "SELECT s.subject, COUNT(*), COUNT(DISTINCT e.department) \
-               FROM audit_event_subjects s JOIN audit_events e ON e.log_id = s.log_id AND e.seq = s.seq \
-               WHERE e.kind = 'access' AND e.decision = 'allow' AND e.time_ms >= $1 AND e.time_ms < $2 \
-               GROUP BY s.subject ORDER BY COUNT(*) DESC, s.subject LIMIT $3";
+    // The index, plus the events it does not cover yet split into their
+    // subjects (see `store::index_subjects`).
+    let tail = match db {
+        Database::Sqlite(_) => {
+            "SELECT j.value AS subject, t.log_id, t.seq FROM audit_events t \
+             JOIN audit_subject_watermarks w ON w.log_id = t.log_id AND t.seq >= w.indexed_to, \
+             json_each('[\"' || replace(t.subjects, ' ', '\",\"') || '\"]') j \
+             WHERE t.subjects <> ''"
+        }
+        Database::Postgres(_) => {
+            "SELECT j.subject, t.log_id, t.seq FROM audit_events t \
+             JOIN audit_subject_watermarks w ON w.log_id = t.log_id AND t.seq >= w.indexed_to \
+             CROSS JOIN LATERAL unnest(string_to_array(t.subjects, ' ')) AS j(subject) \
+             WHERE t.subjects <> ''"
+        }
+    };
+    let sql = format!(
+        "SELECT s.subject, COUNT(*), COUNT(DISTINCT e.department) \
+         FROM (SELECT subject, log_id, seq FROM audit_event_subjects UNION ALL {tail}) s \
+         JOIN audit_events e ON e.log_id = s.log_id AND e.seq = s.seq \
+         WHERE e.kind = 'access' AND e.decision = 'allow' AND e.time_ms >= $1 AND e.time_ms < $2 \
+         GROUP BY s.subject ORDER BY COUNT(*) DESC, s.subject LIMIT $3"
+    );
     let mut out = Vec::new();
     macro_rules! collect {
         ($p:expr) => {{
-            for r in sqlx::query(sql)
+            for r in sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(from_ms)
                 .bind(to_ms)
                 .bind(i64::from(limit.clamp(1, MAX_LIMIT)))

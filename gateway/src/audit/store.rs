@@ -1,5 +1,7 @@
 //! The audit tables, once per backend.
 
+use std::collections::BTreeMap;
+
 use futures_util::TryStreamExt;
 use sqlx::{Postgres, QueryBuilder, Row as _, Sqlite};
 
@@ -25,8 +27,12 @@ pub struct StoredEvent {
 pub(crate) const EVENT_COLUMNS: &str = "log_id, seq, event_id, time_ms, kind, department, \
      client_id, datasets, purpose, decision, status, subjects, body, leaf_hash, prev_hash, hash";
 
-/// Rows per multi-row INSERT statement (16 binds each).
-const INSERT_CHUNK: usize = 500;
+/// Rows per multi-row INSERT statement (16 binds each). Small enough that
+/// the statements for every size 1..=64 stay in sqlx's statement cache
+/// (100 per connection), so a group commit never re-parses its INSERT.
+const INSERT_CHUNK: usize = 64;
+/// Rows per subject-index INSERT statement (3 binds each).
+const INDEX_CHUNK: usize = 2_500;
 
 pub(crate) fn to_hash(b: &[u8]) -> Option<Hash> {
     b.try_into().ok()
@@ -69,23 +75,24 @@ pub async fn ensure_log(
 ) -> Result<(), AuditError> {
     let sql = "INSERT INTO audit_logs (log_id, created_ms, public_key) VALUES ($1, $2, $3) \
                ON CONFLICT (log_id) DO NOTHING";
+    let mark = "INSERT INTO audit_subject_watermarks (log_id, indexed_to) VALUES ($1, 0) \
+                ON CONFLICT (log_id) DO NOTHING";
+    macro_rules! run {
+        ($p:expr) => {{
+            let mut tx = $p.begin().await?;
+            sqlx::query(sql)
+                .bind(log_id)
+                .bind(now_ms)
+                .bind(public_key)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(mark).bind(log_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }};
+    }
     match db {
-        Database::Sqlite(p) => {
-            sqlx::query(sql)
-                .bind(log_id)
-                .bind(now_ms)
-                .bind(public_key)
-                .execute(p)
-                .await?;
-        }
-        Database::Postgres(p) => {
-            sqlx::query(sql)
-                .bind(log_id)
-                .bind(now_ms)
-                .bind(public_key)
-                .execute(p)
-                .await?;
-        }
+        Database::Sqlite(p) => run!(p),
+        Database::Postgres(p) => run!(p),
     }
     Ok(())
 }
@@ -203,8 +210,8 @@ pub async fn frontier(db: &Database, log_id: &str, size: u64) -> Result<Frontier
     Ok(f)
 }
 
-/// Inserts events and their subject index rows (inside a transaction the
-/// caller commits).
+/// Inserts events (inside a transaction the caller commits). Their subject
+/// index rows come later, in bulk: [`index_subjects`].
 async fn insert_sqlite(
     tx: &mut sqlx::SqliteConnection,
     rows: &[StoredEvent],
@@ -214,91 +221,51 @@ async fn insert_sqlite(
             QueryBuilder::<Sqlite>::new(format!("INSERT INTO audit_events ({EVENT_COLUMNS}) "));
         qb.push_values(chunk, |mut b, e| {
             let r = &e.record;
-            b.push_bind(r.log_id.clone())
+            b.push_bind(r.log_id.as_str())
                 .push_bind(r.seq as i64)
-                .push_bind(r.event_id.clone())
+                .push_bind(r.event_id.as_str())
                 .push_bind(r.time_ms)
-                .push_bind(r.kind.clone())
-                .push_bind(r.department.clone())
-                .push_bind(r.client_id.clone())
-                .push_bind(r.datasets.clone())
-                .push_bind(r.purpose.clone())
-                .push_bind(r.decision.clone())
+                .push_bind(r.kind.as_str())
+                .push_bind(r.department.as_str())
+                .push_bind(r.client_id.as_str())
+                .push_bind(r.datasets.as_str())
+                .push_bind(r.purpose.as_str())
+                .push_bind(r.decision.as_str())
                 .push_bind(r.status)
-                .push_bind(r.subjects.clone())
-                .push_bind(r.body.clone())
-                .push_bind(e.leaf_hash.to_vec())
-                .push_bind(e.prev_hash.to_vec())
-                .push_bind(e.hash.to_vec());
-        });
-        qb.build().execute(&mut *tx).await?;
-    }
-    let subjects: Vec<(&str, &str, i64)> = rows
-        .iter()
-        .flat_map(|e| {
-            e.record
-                .subjects
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(move |s| (s, e.record.log_id.as_str(), e.record.seq as i64))
-        })
-        .collect();
-    for chunk in subjects.chunks(INSERT_CHUNK * 5) {
-        let mut qb =
-            QueryBuilder::<Sqlite>::new("INSERT INTO audit_event_subjects (subject, log_id, seq) ");
-        qb.push_values(chunk, |mut b, (s, l, q)| {
-            b.push_bind(s.to_string())
-                .push_bind(l.to_string())
-                .push_bind(*q);
+                .push_bind(r.subjects.as_str())
+                .push_bind(r.body.as_str())
+                .push_bind(e.leaf_hash.as_slice())
+                .push_bind(e.prev_hash.as_slice())
+                .push_bind(e.hash.as_slice());
         });
         qb.build().execute(&mut *tx).await?;
     }
     Ok(())
 }
 
+/// Inserts events (inside a transaction the caller commits).
 async fn insert_pg(tx: &mut sqlx::PgConnection, rows: &[StoredEvent]) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut qb =
             QueryBuilder::<Postgres>::new(format!("INSERT INTO audit_events ({EVENT_COLUMNS}) "));
         qb.push_values(chunk, |mut b, e| {
             let r = &e.record;
-            b.push_bind(r.log_id.clone())
+            b.push_bind(r.log_id.as_str())
                 .push_bind(r.seq as i64)
-                .push_bind(r.event_id.clone())
+                .push_bind(r.event_id.as_str())
                 .push_bind(r.time_ms)
-                .push_bind(r.kind.clone())
-                .push_bind(r.department.clone())
-                .push_bind(r.client_id.clone())
-                .push_bind(r.datasets.clone())
-                .push_bind(r.purpose.clone())
-                .push_bind(r.decision.clone())
+                .push_bind(r.kind.as_str())
+                .push_bind(r.department.as_str())
+                .push_bind(r.client_id.as_str())
+                .push_bind(r.datasets.as_str())
+                .push_bind(r.purpose.as_str())
+                .push_bind(r.decision.as_str())
                 .push_bind(r.status)
-                .push_bind(r.subjects.clone())
-                .push_bind(r.body.clone())
-                .push_bind(e.leaf_hash.to_vec())
-                .push_bind(e.prev_hash.to_vec())
-                .push_bind(e.hash.to_vec());
-        });
-        qb.build().execute(&mut *tx).await?;
-    }
-    let subjects: Vec<(&str, &str, i64)> = rows
-        .iter()
-        .flat_map(|e| {
-            e.record
-                .subjects
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(move |s| (s, e.record.log_id.as_str(), e.record.seq as i64))
-        })
-        .collect();
-    for chunk in subjects.chunks(INSERT_CHUNK * 5) {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "INSERT INTO audit_event_subjects (subject, log_id, seq) ",
-        );
-        qb.push_values(chunk, |mut b, (s, l, q)| {
-            b.push_bind(s.to_string())
-                .push_bind(l.to_string())
-                .push_bind(*q);
+                .push_bind(r.subjects.as_str())
+                .push_bind(r.body.as_str())
+                .push_bind(e.leaf_hash.as_slice())
+                .push_bind(e.prev_hash.as_slice())
+                .push_bind(e.hash.as_slice());
         });
         qb.build().execute(&mut *tx).await?;
     }
@@ -521,12 +488,116 @@ pub async fn log_ids(db: &Database) -> Result<Vec<String>, AuditError> {
     Ok(out)
 }
 
-/// Rows in the subject index.
-pub async fn subject_index_rows(db: &Database) -> Result<u64, AuditError> {
-    let sql = "SELECT COUNT(*) FROM audit_event_subjects";
-    let n: i64 = match db {
-        Database::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
-        Database::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
-    };
-    Ok(n as u64)
+/// Per log: its subject-index watermark (`None`: the log has no watermark
+/// row) and the rows its index holds, read in one statement (one snapshot:
+/// a concurrent [`index_subjects`] cannot make the two disagree).
+pub async fn subject_index_state(
+    db: &Database,
+) -> Result<BTreeMap<String, (Option<u64>, u64)>, AuditError> {
+    let sql = "SELECT w.log_id, w.indexed_to, \
+                      (SELECT COUNT(*) FROM audit_event_subjects s WHERE s.log_id = w.log_id) \
+               FROM audit_subject_watermarks w \
+               UNION ALL \
+               SELECT s.log_id, NULL, COUNT(*) FROM audit_event_subjects s \
+               WHERE s.log_id NOT IN (SELECT log_id FROM audit_subject_watermarks) \
+               GROUP BY s.log_id";
+    let mut out = BTreeMap::new();
+    macro_rules! collect {
+        ($p:expr) => {{
+            for r in sqlx::query(sql).fetch_all($p).await? {
+                let to: Option<i64> = r.try_get(1)?;
+                let rows: i64 = r.try_get(2)?;
+                out.insert(
+                    r.try_get::<String, _>(0)?,
+                    (to.map(|t| t.max(0) as u64), rows.max(0) as u64),
+                );
+            }
+        }};
+    }
+    match db {
+        Database::Sqlite(p) => collect!(p),
+        Database::Postgres(p) => collect!(p),
+    }
+    Ok(out)
+}
+
+/// Most events indexed by one [`index_subjects`] transaction.
+const INDEX_BATCH_EVENTS: i64 = 50_000;
+
+/// Brings the subject index of `log_id` up to the newest stored event (at
+/// most [`INDEX_BATCH_EVENTS`] events per call): reads the `subjects`
+/// column of the events at and after the watermark, inserts their rows
+/// sorted by subject (so a batch touches each index page once, not once
+/// per event) and moves the watermark, all in one transaction. Returns the
+/// new watermark.
+///
+/// Safe to run from any number of writers: the transaction starts by
+/// locking the log's watermark row (a write, so SQLite takes its write lock
+/// before reading anything).
+pub async fn index_subjects(db: &Database, log_id: &str) -> Result<u64, AuditError> {
+    let lock = "UPDATE audit_subject_watermarks SET indexed_to = indexed_to WHERE log_id = $1 \
+                RETURNING indexed_to";
+    let tail = "SELECT seq, subjects FROM audit_events WHERE log_id = $1 AND seq >= $2 \
+                ORDER BY seq LIMIT $3";
+    let set = "UPDATE audit_subject_watermarks SET indexed_to = $2 WHERE log_id = $1";
+    macro_rules! run {
+        ($p:expr, $Db:ty) => {{
+            let mut tx = $p.begin().await?;
+            let Some(from) = sqlx::query_scalar::<_, i64>(lock)
+                .bind(log_id)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                return Err(AuditError::Corrupt(
+                    "the log has no subject-index watermark",
+                ));
+            };
+            let mut to = from;
+            let mut refs: Vec<(String, i64)> = Vec::new();
+            {
+                let mut rows = sqlx::query(tail)
+                    .bind(log_id)
+                    .bind(from)
+                    .bind(INDEX_BATCH_EVENTS)
+                    .fetch(&mut *tx);
+                while let Some(r) = rows.try_next().await? {
+                    let seq: i64 = r.try_get(0)?;
+                    let subjects: &str = r.try_get(1)?;
+                    refs.extend(
+                        subjects
+                            .split(' ')
+                            .filter(|s| !s.is_empty())
+                            .map(|s| (s.to_owned(), seq)),
+                    );
+                    to = seq + 1;
+                }
+            }
+            if to == from {
+                tx.rollback().await?;
+                return Ok(from as u64);
+            }
+            refs.sort_unstable();
+            refs.dedup();
+            for chunk in refs.chunks(INDEX_CHUNK) {
+                let mut qb = QueryBuilder::<$Db>::new(
+                    "INSERT INTO audit_event_subjects (subject, log_id, seq) ",
+                );
+                qb.push_values(chunk, |mut b, (s, q)| {
+                    b.push_bind(s.as_str()).push_bind(log_id).push_bind(*q);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            sqlx::query(set)
+                .bind(log_id)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(to as u64)
+        }};
+    }
+    match db {
+        Database::Sqlite(p) => run!(p, Sqlite),
+        Database::Postgres(p) => run!(p, Postgres),
+    }
 }

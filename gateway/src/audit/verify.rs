@@ -148,6 +148,10 @@ struct LogState {
     latest: Option<u64>,
     broken: bool,
     prev_event_id: Option<String>,
+    /// The log's subject-index watermark and index rows.
+    index: (Option<u64>, u64),
+    /// Subjects named by the events below the watermark.
+    refs_below: u64,
 }
 
 /// Verification state, fed one row at a time.
@@ -160,14 +164,22 @@ pub(crate) struct Verifier {
     logs: Vec<LogReport>,
     keys: BTreeSet<String>,
     events: u64,
-    subject_refs: u64,
+    subject_index: BTreeMap<String, (Option<u64>, u64)>,
     buf: Vec<u8>,
 }
 
 impl Verifier {
-    pub(crate) fn new(opts: VerifyOptions, cps: Vec<SignedCheckpoint>, logs: Vec<String>) -> Self {
+    /// `subject_index`: per log, its subject-index watermark and index rows
+    /// ([`store::subject_index_state`]), read before the events.
+    pub(crate) fn new(
+        opts: VerifyOptions,
+        cps: Vec<SignedCheckpoint>,
+        logs: Vec<String>,
+        subject_index: BTreeMap<String, (Option<u64>, u64)>,
+    ) -> Self {
         let mut checkpoints: BTreeMap<String, Vec<SignedCheckpoint>> = BTreeMap::new();
         let mut pending_logs: BTreeSet<String> = logs.into_iter().collect();
+        pending_logs.extend(subject_index.keys().cloned());
         for cp in cps {
             pending_logs.insert(cp.log_id.clone());
             checkpoints.entry(cp.log_id.clone()).or_default().push(cp);
@@ -184,7 +196,7 @@ impl Verifier {
             logs: Vec::new(),
             keys: BTreeSet::new(),
             events: 0,
-            subject_refs: 0,
+            subject_index,
             buf: Vec::with_capacity(4096),
         }
     }
@@ -263,6 +275,8 @@ impl Verifier {
             latest,
             broken: false,
             prev_event_id: None,
+            index: self.subject_index.remove(log_id).unwrap_or((None, 0)),
+            refs_below: 0,
         };
         // A checkpoint of size 0 is meaningless; anything else is checked
         // as the leaves arrive.
@@ -305,6 +319,7 @@ impl Verifier {
             return;
         };
         self.run_checks(&mut st);
+        self.check_subject_index(&st);
         let size = st.frontier.size();
         if let Some(c) = st
             .checks
@@ -338,6 +353,36 @@ impl Verifier {
         });
     }
 
+    /// The index must hold exactly the subjects of the events below the
+    /// watermark, and the watermark must not point past the log's end (the
+    /// events in between would never be indexed, nor searched as tail).
+    fn check_subject_index(&mut self, st: &LogState) {
+        let (mark, rows) = st.index;
+        let detail = match mark {
+            None if st.next_seq > 0 || rows > 0 => {
+                Some("the log has no subject-index watermark".to_owned())
+            }
+            Some(m) if m > st.next_seq => Some(format!(
+                "the subject-index watermark {m} is past the end of the log ({} events)",
+                st.next_seq
+            )),
+            _ if rows != st.refs_below => Some(format!(
+                "the subject index has {rows} rows for this log but its events below the watermark name {} subjects",
+                st.refs_below
+            )),
+            _ => None,
+        };
+        if let Some(detail) = detail {
+            self.problem(Problem {
+                log_id: st.log_id.clone(),
+                seq: None,
+                event_id: None,
+                kind: ProblemKind::SubjectIndex,
+                detail,
+            });
+        }
+    }
+
     /// Logs with checkpoints or a registration but no events, before `upto`.
     fn flush_empty_logs(&mut self, upto: Option<&str>) {
         let empties: Vec<String> = self
@@ -360,10 +405,12 @@ impl Verifier {
             self.start_log(rec.log_id);
         }
         self.events += 1;
-        self.subject_refs += rec.subjects.split(' ').filter(|s| !s.is_empty()).count() as u64;
         let Some(mut st) = self.cur.take() else {
             return;
         };
+        if st.index.0.is_some_and(|m| rec.seq < m) {
+            st.refs_below += rec.subjects.split(' ').filter(|s| !s.is_empty()).count() as u64;
+        }
         let mut found: Option<(ProblemKind, String)> = None;
         let (Some(stored_leaf), Some(stored_prev), Some(stored_hash)) = (
             store::to_hash(leaf),
@@ -454,31 +501,16 @@ impl Verifier {
     }
 
     /// Ends the run.
-    pub(crate) fn finish(
-        mut self,
-        subject_index_rows: Option<u64>,
-        started: Instant,
-    ) -> VerifyReport {
+    pub(crate) fn finish(mut self, started: Instant) -> VerifyReport {
         self.finish_log();
         self.flush_empty_logs(None);
-        if let Some(rows) = subject_index_rows
-            && rows != self.subject_refs
-        {
-            self.problem(Problem {
-                log_id: String::new(),
-                seq: None,
-                event_id: None,
-                kind: ProblemKind::SubjectIndex,
-                detail: format!(
-                    "the subject index has {rows} rows but the events name {} subjects",
-                    self.subject_refs
-                ),
-            });
-        }
         let mut problems = self.problems;
-        // Per-event problems in log order; global ones (subject index) last.
+        // By log, then position (checkpoint problems first within a log);
+        // a subject-index mismatch, usually a consequence of another
+        // problem (events deleted or inserted), last.
         problems.sort_by(|a, b| {
-            (a.log_id.is_empty(), &a.log_id, a.seq).cmp(&(b.log_id.is_empty(), &b.log_id, b.seq))
+            let key = |p: &Problem| (p.log_id.clone(), p.kind == ProblemKind::SubjectIndex, p.seq);
+            key(a).cmp(&key(b))
         });
         let elapsed = started.elapsed();
         VerifyReport {
@@ -524,7 +556,8 @@ pub async fn verify(db: &Database, opts: VerifyOptions) -> Result<VerifyReport, 
     let started = Instant::now();
     let cps = store::checkpoints(db, None).await?;
     let logs = store::log_ids(db).await?;
-    let mut v = Verifier::new(opts, cps, logs);
+    let subject_index = store::subject_index_state(db).await?;
+    let mut v = Verifier::new(opts, cps, logs, subject_index);
     let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY log_id, seq");
     match db {
         Database::Sqlite(p) => {
@@ -540,6 +573,5 @@ pub async fn verify(db: &Database, opts: VerifyOptions) -> Result<VerifyReport, 
             }
         }
     }
-    let idx = store::subject_index_rows(db).await?;
-    Ok(v.finish(Some(idx), started))
+    Ok(v.finish(started))
 }

@@ -64,6 +64,11 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// Durable, or off for benchmarks only.
     pub mode: AuditMode,
+    /// Events written before their subjects are added to the subject index
+    /// in one sorted batch (also done at every checkpoint). Subject searches
+    /// read the not-yet-indexed events directly, so this trades append
+    /// throughput against the length of that scan.
+    pub subject_index_batch: u64,
     /// Retention, days (default 1100, just over 3 years; at least 1096 is
     /// enforced by [`AuditConfig::validate`]). Nothing is ever deleted by
     /// the gateway; this bounds what may be archived off-line.
@@ -78,6 +83,7 @@ impl Default for AuditConfig {
             checkpoint_interval_secs: 60,
             queue_capacity: 65_536,
             max_batch: 4_096,
+            subject_index_batch: 16_384,
             mode: AuditMode::Durable,
             retention_days: 1_100,
         }
@@ -100,8 +106,11 @@ impl AuditConfig {
         if self.checkpoint_interval_secs == 0 {
             errs.push("audit.checkpoint_interval_secs must be at least 1".to_owned());
         }
-        if self.queue_capacity == 0 || self.max_batch == 0 {
-            errs.push("audit.queue_capacity and audit.max_batch must be at least 1".to_owned());
+        if self.queue_capacity == 0 || self.max_batch == 0 || self.subject_index_batch == 0 {
+            errs.push(
+                "audit.queue_capacity, audit.max_batch and audit.subject_index_batch must be at least 1"
+                    .to_owned(),
+            );
         }
         if self.retention_days < MIN_RETENTION_DAYS {
             errs.push(format!(
@@ -214,6 +223,15 @@ impl AuditWriter {
         }
         store::ensure_log(&db, &config.log_id, key.public_key_hex(), now_ms()).await?;
         let head = Head::resume(&db, &config.log_id).await?;
+        // Catch the subject index up with whatever the last run left.
+        let mut indexed_to = store::index_subjects(&db, &config.log_id).await?;
+        while indexed_to < head.next_seq {
+            let next = store::index_subjects(&db, &config.log_id).await?;
+            if next == indexed_to {
+                break;
+            }
+            indexed_to = next;
+        }
         let last_cp = store::latest_checkpoint(&db, &config.log_id)
             .await?
             .map(|c| c.tree_size)
@@ -228,6 +246,7 @@ impl AuditWriter {
             key,
             head: Some(head),
             last_checkpoint_size: last_cp,
+            indexed_to,
             health: health_tx,
             outage: None,
             backoff: INITIAL_BACKOFF,
@@ -302,6 +321,9 @@ impl AuditWriter {
     }
 }
 
+/// Most yield-and-drain passes while gathering a group commit.
+const GATHER_PASSES: usize = 8;
+
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -340,6 +362,8 @@ struct Task {
     /// `None` after a failed write: re-read from the store before the next.
     head: Option<Head>,
     last_checkpoint_size: u64,
+    /// The subject index covers the events before this one.
+    indexed_to: u64,
     health: watch::Sender<AuditHealth>,
     outage: Option<Outage>,
     backoff: Duration,
@@ -375,12 +399,21 @@ impl Task {
                 }
             };
             pending.push(first);
-            // Group commit: take whatever else is queued.
-            while pending.len() < self.config.max_batch {
-                match rx.try_recv() {
-                    Ok(m) => pending.push(m),
-                    Err(_) => break,
+            // Group commit: take whatever else is queued, and what the
+            // callers answered by the last commit are sending right now
+            // (yielding lets them run); stop when a pass brings nothing.
+            for _ in 0..GATHER_PASSES {
+                let before = pending.len();
+                while pending.len() < self.config.max_batch {
+                    match rx.try_recv() {
+                        Ok(m) => pending.push(m),
+                        Err(_) => break,
+                    }
                 }
+                if pending.len() == before || pending.len() >= self.config.max_batch {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
             let mut batch = Vec::with_capacity(pending.len());
             let mut control = Vec::new();
@@ -485,6 +518,10 @@ impl Task {
                 for (w, r) in waiters.into_iter().zip(receipts.into_iter().skip(skip)) {
                     let _ = w.send(Ok(r));
                 }
+                let written = self.head.as_ref().map_or(0, |h| h.next_seq);
+                if written.saturating_sub(self.indexed_to) >= self.config.subject_index_batch {
+                    self.index_subjects().await;
+                }
             }
             Err(e) => {
                 self.head = None;
@@ -557,7 +594,18 @@ impl Task {
             .collect())
     }
 
+    /// Adds the subjects of the events written since the last time to the
+    /// subject index. A failure is only logged: the index is derived, and
+    /// searches still find the events it does not cover yet.
+    async fn index_subjects(&mut self) {
+        match store::index_subjects(&self.db, &self.config.log_id).await {
+            Ok(to) => self.indexed_to = to,
+            Err(e) => tracing::warn!(error = %e, "audit subject index not updated; will retry"),
+        }
+    }
+
     async fn checkpoint(&mut self) -> Result<Option<SignedCheckpoint>, AuditError> {
+        self.index_subjects().await;
         if self.head.is_none() {
             self.head = Some(Head::resume(&self.db, &self.config.log_id).await?);
         }
