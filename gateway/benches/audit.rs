@@ -3,12 +3,12 @@
 //! GATEWAY_TEST_DATABASE_URL is set), then a full verification of the log.
 //!
 //! `cargo bench -p gateway --bench audit` (optionally `-- --events N`,
-//! default 200,000). For profiling one phase: `-- --phase append|verify
+//! default 200,000, and `--appenders N`, default 64). For profiling one phase: `-- --phase append|verify
 //! --db PATH` (append into, or only verify, the SQLite file PATH). Each event looks like a person query's: a caller and
 //! certificate, two datasets, one data subject (keyed HMAC of a synthetic
 //! ID number), a dozen disclosed fields, two rule ids.
 //!
-//! Appends come from 64 concurrent tasks (as from 64 connections), each
+//! Appends come from 64 concurrent tasks (or `--appenders N`) (as from 64 connections), each
 //! waiting for its event to be durable before sending the next, exactly as
 //! the request path does.
 
@@ -25,7 +25,13 @@ use gateway::audit::{
 use gateway::storage::Database;
 use time::{Date, Duration, Month};
 
-const TASKS: u64 = 64;
+/// Concurrent appenders (as from this many connections); `--appenders N`.
+fn tasks_arg() -> u64 {
+    arg("--appenders")
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(64)
+}
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -116,15 +122,16 @@ async fn append(db: &Database, events: u64) {
         .expect("writer");
 
     // 1. Sustained appends: 64 tasks, each waiting for durability.
+    let tasks_n = tasks_arg();
     let t = Instant::now();
     let mut tasks = Vec::new();
-    for task in 0..TASKS {
+    for task in 0..tasks_n {
         let (w, keys) = (writer.clone(), keys.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = task;
             while i < events {
                 w.append(event(&keys, i)).await.expect("append");
-                i += TASKS;
+                i += tasks_n;
             }
         }));
     }
@@ -133,7 +140,7 @@ async fn append(db: &Database, events: u64) {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "append: {events} events, {TASKS} concurrent appenders, durable each: {secs:.2} s = {:.0} events/s",
+        "append: {events} events, {tasks_n} concurrent appenders, durable each: {secs:.2} s = {:.0} events/s",
         events as f64 / secs
     );
     let cp = writer.checkpoint_now().await.expect("checkpoint");
