@@ -210,66 +210,36 @@ pub async fn frontier(db: &Database, log_id: &str, size: u64) -> Result<Frontier
     Ok(f)
 }
 
-/// Inserts events (inside a transaction the caller commits). Their subject
-/// index rows come later, in bulk: [`index_subjects`].
-async fn insert_sqlite(
-    tx: &mut sqlx::SqliteConnection,
-    rows: &[StoredEvent],
-) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut qb =
-            QueryBuilder::<Sqlite>::new(format!("INSERT INTO audit_events ({EVENT_COLUMNS}) "));
-        qb.push_values(chunk, |mut b, e| {
-            let r = &e.record;
-            b.push_bind(r.log_id.as_str())
-                .push_bind(r.seq as i64)
-                .push_bind(r.event_id.as_str())
-                .push_bind(r.time_ms)
-                .push_bind(r.kind.as_str())
-                .push_bind(r.department.as_str())
-                .push_bind(r.client_id.as_str())
-                .push_bind(r.datasets.as_str())
-                .push_bind(r.purpose.as_str())
-                .push_bind(r.decision.as_str())
-                .push_bind(r.status)
-                .push_bind(r.subjects.as_str())
-                .push_bind(r.body.as_str())
-                .push_bind(e.leaf_hash.as_slice())
-                .push_bind(e.prev_hash.as_slice())
-                .push_bind(e.hash.as_slice());
-        });
-        qb.build().execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
-/// Inserts events (inside a transaction the caller commits).
-async fn insert_pg(tx: &mut sqlx::PgConnection, rows: &[StoredEvent]) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut qb =
-            QueryBuilder::<Postgres>::new(format!("INSERT INTO audit_events ({EVENT_COLUMNS}) "));
-        qb.push_values(chunk, |mut b, e| {
-            let r = &e.record;
-            b.push_bind(r.log_id.as_str())
-                .push_bind(r.seq as i64)
-                .push_bind(r.event_id.as_str())
-                .push_bind(r.time_ms)
-                .push_bind(r.kind.as_str())
-                .push_bind(r.department.as_str())
-                .push_bind(r.client_id.as_str())
-                .push_bind(r.datasets.as_str())
-                .push_bind(r.purpose.as_str())
-                .push_bind(r.decision.as_str())
-                .push_bind(r.status)
-                .push_bind(r.subjects.as_str())
-                .push_bind(r.body.as_str())
-                .push_bind(e.leaf_hash.as_slice())
-                .push_bind(e.prev_hash.as_slice())
-                .push_bind(e.hash.as_slice());
-        });
-        qb.build().execute(&mut *tx).await?;
-    }
-    Ok(())
+/// Inserts events in multi-row statements, inside a transaction the caller
+/// commits (`$tx`: an open transaction, `$Db`: `Sqlite` or `Postgres`).
+/// Their subject index rows come later, in bulk: [`index_subjects`].
+macro_rules! insert_events {
+    ($tx:expr, $Db:ty, $rows:expr) => {{
+        for chunk in $rows.chunks(INSERT_CHUNK) {
+            let mut qb =
+                QueryBuilder::<$Db>::new(format!("INSERT INTO audit_events ({EVENT_COLUMNS}) "));
+            qb.push_values(chunk, |mut b, e| {
+                let r = &e.record;
+                b.push_bind(r.log_id.as_str())
+                    .push_bind(r.seq as i64)
+                    .push_bind(r.event_id.as_str())
+                    .push_bind(r.time_ms)
+                    .push_bind(r.kind.as_str())
+                    .push_bind(r.department.as_str())
+                    .push_bind(r.client_id.as_str())
+                    .push_bind(r.datasets.as_str())
+                    .push_bind(r.purpose.as_str())
+                    .push_bind(r.decision.as_str())
+                    .push_bind(r.status)
+                    .push_bind(r.subjects.as_str())
+                    .push_bind(r.body.as_str())
+                    .push_bind(e.leaf_hash.as_slice())
+                    .push_bind(e.prev_hash.as_slice())
+                    .push_bind(e.hash.as_slice());
+            });
+            qb.build().execute(&mut *$tx).await?;
+        }
+    }};
 }
 
 /// Writes a batch of events in one transaction and commits it (SQLite with
@@ -278,7 +248,7 @@ pub async fn append_batch(db: &Database, rows: &[StoredEvent]) -> Result<(), Aud
     match db {
         Database::Sqlite(p) => {
             let mut tx = p.begin().await?;
-            insert_sqlite(&mut tx, rows).await?;
+            insert_events!(tx, Sqlite, rows);
             tx.commit().await?;
         }
         Database::Postgres(p) => {
@@ -288,7 +258,7 @@ pub async fn append_batch(db: &Database, rows: &[StoredEvent]) -> Result<(), Aud
             sqlx::query("SET LOCAL statement_timeout = '5s'")
                 .execute(&mut *tx)
                 .await?;
-            insert_pg(&mut tx, rows).await?;
+            insert_events!(tx, Postgres, rows);
             tx.commit().await?;
         }
     }
