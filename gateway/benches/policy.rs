@@ -5,6 +5,11 @@
 //! `schemas/`. Records are synthetic (no real person).
 
 use std::hint::black_box;
+
+/// Measured with the allocator the `gateway` binary uses.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -1,6 +1,12 @@
-//! Shared by the benches: a scratch PostgreSQL database.
+//! Shared by the benches: the gateway binary's allocator and a scratch
+//! PostgreSQL database.
 
 use gateway::storage::Database;
+
+/// The benches measure with the allocator the `gateway` binary uses.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// A fresh, migrated database created next to the one `url` names, dropped
 /// by [`ScratchPg::drop`].

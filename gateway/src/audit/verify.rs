@@ -549,6 +549,63 @@ macro_rules! feed {
     }};
 }
 
+/// Rows handed from the reader to the hashing thread at a time.
+const VERIFY_BATCH: usize = 512;
+
+/// Batches in flight between the reader and the hashing thread.
+const VERIFY_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Reads every event of `pool` in `(log_id, seq)` order on the async side
+/// and feeds it, [`VERIFY_BATCH`] rows at a time, to `v` on a blocking
+/// thread: decoding and hashing (the CPU-heavy part) neither hold up the
+/// reader nor occupy an async worker of the serving runtime.
+macro_rules! verify_rows {
+    ($pool:expr, $row:ty, $v:expr, $sql:expr) => {{
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<$row>>(VERIFY_BATCHES_IN_FLIGHT);
+        let mut v = $v;
+        let hasher = tokio::task::spawn_blocking(move || -> Result<Verifier, AuditError> {
+            while let Some(batch) = rx.blocking_recv() {
+                for r in batch {
+                    feed!(v, r);
+                }
+            }
+            Ok(v)
+        });
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe($sql)).fetch($pool);
+        let mut batch = Vec::with_capacity(VERIFY_BATCH);
+        let mut read: Result<(), AuditError> = Ok(());
+        loop {
+            match rows.try_next().await {
+                Ok(Some(r)) => {
+                    batch.push(r);
+                    if batch.len() == VERIFY_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(VERIFY_BATCH));
+                        if tx.send(full).await.is_err() {
+                            // The hashing thread stopped on an error: it
+                            // reports it below.
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    read = Err(e.into());
+                    break;
+                }
+            }
+        }
+        if read.is_ok() && !batch.is_empty() {
+            let _ = tx.send(batch).await;
+        }
+        drop(tx);
+        let hashed = hasher
+            .await
+            .map_err(|_| AuditError::Io(std::io::Error::other("the verification thread failed")))?;
+        read?;
+        hashed?
+    }};
+}
+
 /// Recomputes every log in `db`; see the module documentation. Errors only
 /// when the database cannot be read; everything wrong with the data is in
 /// the report.
@@ -557,21 +614,11 @@ pub async fn verify(db: &Database, opts: VerifyOptions) -> Result<VerifyReport, 
     let cps = store::checkpoints(db, None).await?;
     let logs = store::log_ids(db).await?;
     let subject_index = store::subject_index_state(db).await?;
-    let mut v = Verifier::new(opts, cps, logs, subject_index);
+    let v = Verifier::new(opts, cps, logs, subject_index);
     let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY log_id, seq");
-    match db {
-        Database::Sqlite(p) => {
-            let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(p);
-            while let Some(r) = rows.try_next().await? {
-                feed!(v, r);
-            }
-        }
-        Database::Postgres(p) => {
-            let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(p);
-            while let Some(r) = rows.try_next().await? {
-                feed!(v, r);
-            }
-        }
-    }
+    let v = match db {
+        Database::Sqlite(p) => verify_rows!(p, sqlx::sqlite::SqliteRow, v, sql),
+        Database::Postgres(p) => verify_rows!(p, sqlx::postgres::PgRow, v, sql),
+    };
     Ok(v.finish(started))
 }
