@@ -41,22 +41,11 @@ async fn fill(t: &TestDb, log: &str, n: u64) -> gateway::audit::AuditWriter {
 
 async fn seq_event_id(t: &TestDb, log: &str, seq: i64) -> String {
     let sql = "SELECT event_id FROM audit_events WHERE log_id = $1 AND seq = $2";
-    match &t.db {
-        Database::Sqlite(p) => {
-            sqlx::query_scalar(sql)
-                .bind(log)
-                .bind(seq)
-                .fetch_one(p)
-                .await
-        }
-        Database::Postgres(p) => {
-            sqlx::query_scalar(sql)
-                .bind(log)
-                .bind(seq)
-                .fetch_one(p)
-                .await
-        }
-    }
+    on_pool!(&t.db, |p| sqlx::query_scalar(sql)
+        .bind(log)
+        .bind(seq)
+        .fetch_one(p)
+        .await)
     .expect("event id")
 }
 
@@ -96,16 +85,10 @@ async fn clean_log_verifies(t: &TestDb) {
         Some(ProblemKind::UntrustedKey)
     );
     // The tables refuse updates and deletes through SQL as well.
-    let upd = match &t.db {
-        Database::Sqlite(p) => sqlx::query("UPDATE audit_events SET status = 1")
-            .execute(p)
-            .await
-            .is_err(),
-        Database::Postgres(p) => sqlx::query("UPDATE audit_events SET status = 1")
-            .execute(p)
-            .await
-            .is_err(),
-    };
+    let upd = on_pool!(&t.db, |p| sqlx::query("UPDATE audit_events SET status = 1")
+        .execute(p)
+        .await
+        .is_err());
     assert!(upd, "{}: append-only guard", t.name);
     w.shutdown().await;
 }
@@ -275,22 +258,13 @@ async fn rewrite_with_recomputed_hashes(t: &TestDb) {
     let (leaf, hash) =
         gateway::audit::record::hash_record(&e.record.as_ref(), &e.prev_hash, &mut buf);
     let sql = "UPDATE audit_events SET department = $1, leaf_hash = $2, hash = $3 WHERE log_id = 'gw-a' AND seq = 40";
-    match &t.db {
-        Database::Sqlite(p) => sqlx::query(sql)
-            .bind("housing")
-            .bind(leaf.to_vec())
-            .bind(hash.to_vec())
-            .execute(p)
-            .await
-            .map(|_| ()),
-        Database::Postgres(p) => sqlx::query(sql)
-            .bind("housing")
-            .bind(leaf.to_vec())
-            .bind(hash.to_vec())
-            .execute(p)
-            .await
-            .map(|_| ()),
-    }
+    on_pool!(&t.db, |p| sqlx::query(sql)
+        .bind("housing")
+        .bind(leaf.to_vec())
+        .bind(hash.to_vec())
+        .execute(p)
+        .await
+        .map(|_| ()))
     .expect("update");
     let r = verify(&t.db, VerifyOptions::default())
         .await
@@ -730,26 +704,13 @@ async fn bad_config_is_refused_with_every_error() {
 async fn index_state(t: &TestDb, log: &str) -> (i64, i64) {
     let rows = "SELECT COUNT(*) FROM audit_event_subjects WHERE log_id = $1";
     let mark = "SELECT indexed_to FROM audit_subject_watermarks WHERE log_id = $1";
-    let r: Result<(i64, i64), sqlx::Error> = match &t.db {
-        Database::Sqlite(p) => {
-            async {
-                Ok((
-                    sqlx::query_scalar(rows).bind(log).fetch_one(p).await?,
-                    sqlx::query_scalar(mark).bind(log).fetch_one(p).await?,
-                ))
-            }
-            .await
-        }
-        Database::Postgres(p) => {
-            async {
-                Ok((
-                    sqlx::query_scalar(rows).bind(log).fetch_one(p).await?,
-                    sqlx::query_scalar(mark).bind(log).fetch_one(p).await?,
-                ))
-            }
-            .await
-        }
-    };
+    let r: Result<(i64, i64), sqlx::Error> = on_pool!(&t.db, |p| async {
+        Ok((
+            sqlx::query_scalar(rows).bind(log).fetch_one(p).await?,
+            sqlx::query_scalar(mark).bind(log).fetch_one(p).await?,
+        ))
+    }
+    .await);
     r.expect("subject index state")
 }
 

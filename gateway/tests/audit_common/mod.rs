@@ -131,6 +131,19 @@ macro_rules! on_each_backend {
     }};
 }
 
+/// Evaluates `$body` with `$p` bound to the pool of `$db` (a
+/// [`gateway::storage::Database`]), whichever backend it is: the two pool
+/// types differ, so the same code is compiled once per backend.
+#[allow(unused_macros)]
+macro_rules! on_pool {
+    ($db:expr, |$p:ident| $body:expr) => {
+        match $db {
+            gateway::storage::Database::Sqlite($p) => $body,
+            gateway::storage::Database::Postgres($p) => $body,
+        }
+    };
+}
+
 pub fn keys() -> SubjectKeys {
     let mut raw = BTreeMap::new();
     raw.insert(1, vec![0x11; 32]);
