@@ -463,13 +463,20 @@ async fn idle_memory(p: &procs::Proc, t: &Target, n: usize) -> anyhow::Result<Id
     // the allocator return start-up garbage, so it does not offset the
     // connections' growth.
     drop(load::hold_idle(t, 4).await?);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = p.rss_kib()?;
+    let before = settled_rss(p).await?;
     let held = load::hold_idle(t, n).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = p.rss_kib()?;
     drop(held);
-    let per = (after.saturating_sub(before)) as f64 / n as f64;
+    // Memory handed back while the connections opened would make the
+    // figure meaningless (and a goal "met" at zero).
+    anyhow::ensure!(
+        after > before,
+        "{}: resident memory fell from {before} to {after} KiB while {n} connections opened; \
+         the baseline had not settled",
+        p.name
+    );
+    let per = (after - before) as f64 / n as f64;
     eprintln!(
         "  {}: {before} KiB → {after} KiB, {per:.1} KiB per connection",
         p.name
@@ -480,6 +487,23 @@ async fn idle_memory(p: &procs::Proc, t: &Target, n: usize) -> anyhow::Result<Id
         after_kib: after,
         per_connection_kib: per,
     })
+}
+
+/// The process's resident memory once it has stopped falling: allocators
+/// hand freed memory back to the system over seconds (jemalloc's decay time
+/// is 10 s). Samples every second for at least 3 s and at most 30 s.
+async fn settled_rss(p: &procs::Proc) -> anyhow::Result<u64> {
+    let mut last = p.rss_kib()?;
+    for i in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = p.rss_kib()?;
+        // Falling by less than 256 KiB in a second: settled.
+        if i >= 2 && now + 256 >= last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
 }
 
 /// A hash of what a seeded database depends on: migrations, schemas, the
