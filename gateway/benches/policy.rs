@@ -1,6 +1,10 @@
 //! Policy evaluation plus masking of one person view, in nanoseconds per
 //! operation. `cargo bench -p gateway --bench policy` (release profile).
 //!
+//! Views are rendered as the gateway renders them: from the record's stored
+//! canonical text into a reused buffer (`Decision::write_view`). One line
+//! measures the value API (`Decision::apply`) for comparison.
+//!
 //! Uses the default policies in `policies/` against the dataset schemas in
 //! `schemas/`. Records are synthetic (no real person).
 
@@ -130,8 +134,25 @@ fn main() {
             .expect("record")
     };
 
+    let text = |ds: &str| gateway::records::canonical_json(&rec(ds));
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+
     println!("policy set {} ({} rules)", set.version(), set.rule_count());
     let enrol = rec("assistance-enrolment");
+    let enrol_text = text("assistance-enrolment");
+    let settlement_text = text("medical-settlement");
+    // Floors: one validating pass over the stored text, and parsing it into
+    // a Value (what rendering from values costs before any policy work).
+    bench(
+        &format!("scan 1 enrolment's text ({} bytes)", enrol_text.len()),
+        200_000,
+        || {
+            black_box(serde_json::from_str::<serde::de::IgnoredAny>(black_box(&enrol_text)).ok());
+        },
+    );
+    bench("parse 1 enrolment's text into a Value", 200_000, || {
+        black_box(serde_json::from_str::<Value>(black_box(&enrol_text)).ok());
+    });
     bench(
         "decide (education, assistance-enrolment, student-aid)",
         1_000_000,
@@ -148,6 +169,15 @@ fn main() {
         200_000,
         || {
             let d = set.decide(&req("education", "assistance-enrolment", "student-aid"));
+            out.clear();
+            black_box(d.write_view(black_box(&enrol_text), &mut out));
+        },
+    );
+    bench(
+        "decide + apply to a Value, 1 enrolment (education)",
+        200_000,
+        || {
+            let d = set.decide(&req("education", "assistance-enrolment", "student-aid"));
             black_box(d.apply(black_box(&enrol)));
         },
     );
@@ -160,7 +190,8 @@ fn main() {
                 "assistance-enrolment",
                 "housing-assistance",
             ));
-            black_box(d.apply(black_box(&enrol)));
+            out.clear();
+            black_box(d.write_view(black_box(&enrol_text), &mut out));
         },
     );
     bench(
@@ -172,13 +203,14 @@ fn main() {
                 "medical-settlement",
                 "poverty-return-monitoring",
             ));
-            black_box(d.apply(black_box(rec_static(&records, "medical-settlement"))));
+            out.clear();
+            black_box(d.write_view(black_box(&settlement_text), &mut out));
         },
     );
     // A whole person view: civil affairs, low-income monitoring, every
     // dataset its rules grant, one record each.
     let dsets: Vec<&str> = set.datasets_for("civil-affairs", "low-income-monitoring");
-    let view_records: Vec<(&str, Value)> = dsets.iter().map(|d| (*d, rec(d))).collect();
+    let view_records: Vec<(&str, String)> = dsets.iter().map(|d| (*d, text(d))).collect();
     bench(
         &format!(
             "person view: civil-affairs, {} datasets, decide + apply each",
@@ -195,16 +227,9 @@ fn main() {
                         "low-income-monitoring",
                     )
                 });
-                black_box(d.apply(black_box(r)));
+                black_box(d.write_view(black_box(r), &mut out));
             }
+            out.clear();
         },
     );
-}
-
-fn rec_static<'a>(records: &'a [(&'static str, Value)], ds: &str) -> &'a Value {
-    records
-        .iter()
-        .find(|(d, _)| *d == ds)
-        .map(|(_, r)| r)
-        .expect("record")
 }

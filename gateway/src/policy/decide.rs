@@ -171,6 +171,17 @@ impl Decision {
         self.plan.as_ref()?.apply(record, &self.apply_ctx())
     }
 
+    /// Appends the caller's view of a record given as its stored JSON text
+    /// to `out` (see [`Plan::write_view`]); `false`, with nothing appended,
+    /// if denied, out of scope, filtered out, or not evaluable.
+    pub fn write_view(&self, record: &str, out: &mut Vec<u8>) -> bool {
+        self.allowed
+            && self
+                .plan
+                .as_ref()
+                .is_some_and(|p| p.write_view(record, &self.apply_ctx(), out) == Ok(true))
+    }
+
     /// Like [`Decision::apply`], telling evaluation errors apart.
     pub fn try_apply(&self, record: &Value) -> Result<Option<Value>, EvalError> {
         match (&self.plan, self.allowed) {

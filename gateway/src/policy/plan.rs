@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 
 use adapters::domain::RegionCode;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use time::Date;
 
 use super::catalog::{FieldInfo, FieldKind};
@@ -41,9 +43,9 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, record: &Value) -> bool {
-        let v = get_path(record, &self.segments).unwrap_or(&Value::Null);
-        self.values.contains(v) != self.negate
+    fn matches(&self, record: &Members<'_>) -> bool {
+        let v = record.scalar_at(&self.segments).unwrap_or(Value::Null);
+        self.values.contains(&v) != self.negate
     }
 }
 
@@ -59,7 +61,7 @@ pub struct RowScope {
 }
 
 impl RowScope {
-    fn matches(&self, record: &Value, region: &RegionCode) -> bool {
+    fn matches(&self, record: &Members<'_>, region: &RegionCode) -> bool {
         self.region.is_none_or(|r| r.contains(region))
             && self.filters.iter().all(|f| f.matches(record))
     }
@@ -259,31 +261,59 @@ impl Plan {
 
     /// Like [`Plan::apply`] but tells an evaluation error (for the audit
     /// record) from a row that is simply not visible (`Ok(None)`).
+    ///
+    /// The record goes through [`Plan::write_view`] as JSON text: one engine
+    /// serves stored records (text) and values alike.
     pub fn try_apply(&self, record: &Value, ctx: &ApplyCtx) -> Result<Option<Value>, EvalError> {
-        let Some(obj) = record.as_object() else {
+        if !record.is_object() {
             return Err(EvalError::Structure(String::new()));
-        };
+        }
+        let text = record.to_string();
+        let mut out = Vec::with_capacity(text.len());
+        if !self.write_view(&text, ctx, &mut out)? {
+            return Ok(None);
+        }
+        serde_json::from_slice(&out)
+            .map(Some)
+            .map_err(|_| EvalError::Structure(String::new()))
+    }
+
+    /// Appends the caller's view of a record given as JSON text (a stored
+    /// canonical payload) to `out`, without building a `Value` of the
+    /// record: objects are split into their members as borrowed text, clear
+    /// scalars are copied as they are, and only treated leaves are parsed.
+    ///
+    /// Returns `Ok(false)` (nothing appended) when the row is not visible;
+    /// on an error nothing is appended either.
+    pub fn write_view(
+        &self,
+        record: &str,
+        ctx: &ApplyCtx,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, EvalError> {
+        let members = Members::parse(record).ok_or_else(|| EvalError::Structure(String::new()))?;
         let region = self
             .region_path
             .as_ref()
-            .and_then(|p| get_path(record, p))
+            .and_then(|p| members.scalar_at(p))
+            .as_ref()
             .and_then(Value::as_str)
             .and_then(|s| RegionCode::parse(s).ok())
             .ok_or(EvalError::Region)?;
         if !ctx.scope.contains(&region) {
-            return Ok(None);
+            return Ok(false);
         }
-        if self.deny_rows.iter().any(|s| s.matches(record, &region)) {
-            return Ok(None);
+        if self.deny_rows.iter().any(|s| s.matches(&members, &region)) {
+            return Ok(false);
         }
         let mut mask: u64 = 0;
         for (i, part) in self.allows.iter().enumerate().take(64) {
-            if part.scope.matches(record, &region) {
+            if part.scope.matches(&members, &region) {
                 mask |= 1 << i;
             }
         }
         if mask == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         let n = self.allows.len();
         let full = n < 64 && mask == (1u64 << n) - 1;
@@ -297,72 +327,199 @@ impl Plan {
             &owned
         };
         if tree.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
         let tctx = TreatCtx {
             today: ctx.today,
             key: &self.key,
         };
+        let start = out.len();
         let mut path = String::new();
-        let out = apply_obj(tree, obj, &tctx, &mut path)?;
-        Ok(Some(Value::Object(out)))
-    }
-}
-
-fn apply_obj(
-    entries: &[(String, PNode)],
-    obj: &Map<String, Value>,
-    ctx: &TreatCtx<'_>,
-    path: &mut String,
-) -> Result<Map<String, Value>, EvalError> {
-    let mut out = Map::with_capacity(entries.len());
-    for (name, node) in entries {
-        if let Some(v) = obj.get(name) {
-            let len = path.len();
-            if !path.is_empty() {
-                path.push('.');
+        match write_obj(tree, &members, &tctx, &mut path, out) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
             }
-            path.push_str(name);
-            let r = apply_node(node, v, ctx, path)?;
-            path.truncate(len);
-            out.insert(name.clone(), r);
         }
     }
-    Ok(out)
 }
 
-fn apply_node(
-    node: &PNode,
-    v: &Value,
+/// A JSON object's members as borrowed raw text, in document order. Keys
+/// are borrowed unless they hold escapes.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    /// The members of the object `text`, or `None` if it is not an object.
+    fn parse(text: &'a str) -> Option<Members<'a>> {
+        if !text.starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(text).ok()
+    }
+
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// The scalar at a path of object keys (no arrays), parsed.
+    fn scalar_at(&self, segs: &[String]) -> Option<Value> {
+        let (last, parents) = segs.split_last()?;
+        let mut nested;
+        let mut cur = self;
+        for s in parents {
+            nested = Members::parse(cur.get(s)?.get())?;
+            cur = &nested;
+        }
+        serde_json::from_str(cur.get(last)?.get()).ok()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members<'de>, A::Error> {
+                let mut v = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((k, x)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    v.push((k.0, x));
+                }
+                Ok(Members(v))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// An object key, borrowed from the text where it holds no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+/// The first byte of a raw JSON value (serde_json's raw values carry no
+/// surrounding whitespace).
+fn first_byte(v: &RawValue) -> u8 {
+    v.get().as_bytes().first().copied().unwrap_or(b' ')
+}
+
+fn write_obj(
+    entries: &[(String, PNode)],
+    obj: &Members<'_>,
     ctx: &TreatCtx<'_>,
     path: &mut String,
-) -> Result<Value, EvalError> {
+    out: &mut Vec<u8>,
+) -> Result<(), EvalError> {
+    out.push(b'{');
+    let mut first = true;
+    for (name, node) in entries {
+        let Some(v) = obj.get(name) else {
+            continue;
+        };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json(out, name);
+        out.push(b':');
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(name);
+        write_node(node, v, ctx, path, out)?;
+        path.truncate(len);
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_node(
+    node: &PNode,
+    v: &RawValue,
+    ctx: &TreatCtx<'_>,
+    path: &mut String,
+    out: &mut Vec<u8>,
+) -> Result<(), EvalError> {
+    let field_error = |path: &String, reason| EvalError::Field {
+        path: path.clone(),
+        reason,
+    };
+    let text = v.get();
     match node {
         PNode::Leaf { treatment, kind } => {
-            treat(treatment, *kind, v, ctx).map_err(|reason| EvalError::Field {
-                path: path.clone(),
-                reason,
-            })
-        }
-        PNode::Obj(entries) => match v {
-            Value::Null => Ok(Value::Null),
-            Value::Object(o) => Ok(Value::Object(apply_obj(entries, o, ctx, path)?)),
-            _ => Err(EvalError::Structure(path.clone())),
-        },
-        PNode::Arr(elem) => match v {
-            Value::Null => Ok(Value::Null),
-            Value::Array(items) => {
-                path.push_str("[]");
-                let r = items
-                    .iter()
-                    .map(|x| apply_node(elem, x, ctx, path))
-                    .collect::<Result<Vec<_>, _>>();
-                path.truncate(path.len() - 2);
-                Ok(Value::Array(r?))
+            if matches!(first_byte(v), b'{' | b'[') {
+                return Err(field_error(path, TreatError::NotScalar));
             }
-            _ => Err(EvalError::Structure(path.clone())),
+            if *treatment == Treatment::Clear {
+                // Stored text is canonical JSON, written as serde_json
+                // writes it: copying equals parsing and re-serialising.
+                out.extend_from_slice(text.as_bytes());
+            } else {
+                let value: Value =
+                    serde_json::from_str(text).map_err(|_| EvalError::Structure(path.clone()))?;
+                let treated =
+                    treat(treatment, *kind, &value, ctx).map_err(|r| field_error(path, r))?;
+                write_json(out, &treated);
+            }
+        }
+        PNode::Obj(entries) => match first_byte(v) {
+            b'n' => out.extend_from_slice(b"null"),
+            b'{' => {
+                let members =
+                    Members::parse(text).ok_or_else(|| EvalError::Structure(path.clone()))?;
+                write_obj(entries, &members, ctx, path, out)?;
+            }
+            _ => return Err(EvalError::Structure(path.clone())),
+        },
+        PNode::Arr(elem) => match first_byte(v) {
+            b'n' => out.extend_from_slice(b"null"),
+            b'[' => {
+                let items: Vec<&RawValue> =
+                    serde_json::from_str(text).map_err(|_| EvalError::Structure(path.clone()))?;
+                path.push_str("[]");
+                out.push(b'[');
+                for (i, x) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_node(elem, x, ctx, path, out)?;
+                }
+                out.push(b']');
+                path.truncate(path.len() - 2);
+            }
+            _ => return Err(EvalError::Structure(path.clone())),
         },
     }
+    Ok(())
+}
+
+/// Serialises a string or value into `out` (cannot fail into a `Vec`).
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let _ = serde_json::to_writer(&mut *out, v);
 }
 
 /// Splits a contract path into segments: `members[].name` →
@@ -378,11 +535,6 @@ pub(crate) fn segments(path: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// The value at a path of object keys (no arrays).
-pub(crate) fn get_path<'v>(v: &'v Value, segs: &[String]) -> Option<&'v Value> {
-    segs.iter().try_fold(v, |cur, s| cur.get(s.as_str()))
 }
 
 /// Builds the tree from (path, treatment, kind) leaves; `Drop` leaves are left
@@ -534,6 +686,55 @@ mod tests {
                 ]
             })
         );
+    }
+
+    #[test]
+    fn views_from_text_equal_views_from_values() {
+        let p = plan(
+            &[
+                ("region_code", Treatment::Clear, FieldKind::Region),
+                ("head.name", Treatment::Clear, FieldKind::Name),
+                ("head.note", Treatment::Clear, FieldKind::Text),
+                ("amount", Treatment::Clear, FieldKind::Money),
+                (
+                    "members[].id_number",
+                    Treatment::Mask(MaskKind::IdNumber),
+                    FieldKind::IdNumber,
+                ),
+            ],
+            all_rows(),
+        );
+        let rec = json!({
+            "amount": 1234.5,
+            "head": {"name": "张\"三\"\\", "note": "tab\tnl\n\u{1}é"},
+            "members": [{"id_number": "441702198001010017"}, {"id_number": null}],
+            "region_code": "441702",
+        });
+        // Canonical stored text, as the record store writes it.
+        let text = crate::records::canonical_json(&rec);
+        let mut out = Vec::new();
+        assert_eq!(p.write_view(&text, &ctx("441700"), &mut out), Ok(true));
+        let expected = p.apply(&rec, &ctx("441700")).expect("visible");
+        assert_eq!(String::from_utf8(out).expect("utf-8"), expected.to_string());
+        // Whitespace and escaped keys in the text are read as well.
+        let loose = "{ \"region_code\" : \"441702\" , \"h\\u0065ad\": {\"name\": \"x\"} }";
+        let mut out = Vec::new();
+        assert_eq!(p.write_view(loose, &ctx("441700"), &mut out), Ok(true));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).expect("json"),
+            json!({"region_code": "441702", "head": {"name": "x"}})
+        );
+        // Not visible, or an error: nothing appended to what was there.
+        let mut out = b"prefix".to_vec();
+        assert_eq!(p.write_view(&text, &ctx("441721"), &mut out), Ok(false));
+        let bad = r#"{"region_code":"441702","head":{"name":["x"]}}"#;
+        assert!(p.write_view(bad, &ctx("441700"), &mut out).is_err());
+        assert!(p.write_view("[1]", &ctx("441700"), &mut out).is_err());
+        assert!(
+            p.write_view("{\"region_code\":", &ctx("441700"), &mut out)
+                .is_err()
+        );
+        assert_eq!(out, b"prefix");
     }
 
     #[test]

@@ -107,9 +107,11 @@ impl fmt::Debug for NewRecord {
     }
 }
 
-/// One version of a record as stored.
+/// One version of a record as stored, its payload parsed (`P` = `Value`)
+/// or, for the read paths that render views straight from the stored text,
+/// the canonical JSON text ([`RecordText`]).
 #[derive(Clone, PartialEq)]
-pub struct StoredRecord {
+pub struct StoredRecord<P = serde_json::Value> {
     /// The dataset id.
     pub dataset: String,
     /// The natural key within the dataset.
@@ -119,7 +121,7 @@ pub struct StoredRecord {
     /// The record's region.
     pub region: RegionCode,
     /// The canonical record (keys in sorted order).
-    pub payload: serde_json::Value,
+    pub payload: P,
     /// Client id that published this version.
     pub published_by: String,
     /// Department of that client.
@@ -130,7 +132,28 @@ pub struct StoredRecord {
     pub withdrawn: bool,
 }
 
-impl fmt::Debug for StoredRecord {
+/// A stored record with its payload as the stored canonical JSON text.
+pub type RecordText = StoredRecord<String>;
+
+impl RecordText {
+    /// Parses the payload.
+    pub fn parsed(self) -> Result<StoredRecord, RecordsError> {
+        Ok(StoredRecord {
+            payload: serde_json::from_str(&self.payload)
+                .map_err(|_| RecordsError::Corrupt("payload"))?,
+            dataset: self.dataset,
+            natural_key: self.natural_key,
+            version: self.version,
+            region: self.region,
+            published_by: self.published_by,
+            department: self.department,
+            published_at: self.published_at,
+            withdrawn: self.withdrawn,
+        })
+    }
+}
+
+impl<P> fmt::Debug for StoredRecord<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredRecord")
             .field("dataset", &self.dataset)
@@ -452,7 +475,21 @@ impl RecordStore {
         ids: &[IdNumber],
         datasets: &[String],
     ) -> Result<Vec<Vec<StoredRecord>>, RecordsError> {
-        let mut out: Vec<Vec<StoredRecord>> = vec![Vec::new(); ids.len()];
+        self.match_chunk_text(ids, datasets)
+            .await?
+            .into_iter()
+            .map(|v| v.into_iter().map(RecordText::parsed).collect())
+            .collect()
+    }
+
+    /// [`RecordStore::match_chunk`] with the payloads left as stored text,
+    /// for rendering views without parsing whole records.
+    pub async fn match_chunk_text(
+        &self,
+        ids: &[IdNumber],
+        datasets: &[String],
+    ) -> Result<Vec<Vec<RecordText>>, RecordsError> {
+        let mut out: Vec<Vec<RecordText>> = vec![Vec::new(); ids.len()];
         if ids.is_empty() || datasets.is_empty() {
             return Ok(out);
         }
@@ -798,7 +835,7 @@ fn write_json_string(s: &str, out: &mut String) {
 const RECORD_COLUMNS: &str = "dataset, natural_key, version, region, withdrawn, payload, \
                               published_by, department, published_at";
 
-/// Builds a [`StoredRecord`] from the raw column values of [`RECORD_COLUMNS`].
+/// Builds a [`RecordText`] from the raw column values of [`RECORD_COLUMNS`].
 #[allow(clippy::too_many_arguments)]
 fn stored_record(
     dataset: String,
@@ -806,17 +843,17 @@ fn stored_record(
     version: i32,
     region: &str,
     withdrawn: bool,
-    payload: &str,
+    payload: String,
     published_by: String,
     department: &str,
     published_at_ms: i64,
-) -> Result<StoredRecord, RecordsError> {
+) -> Result<RecordText, RecordsError> {
     Ok(StoredRecord {
         dataset,
         natural_key,
         version: u32::try_from(version).map_err(|_| RecordsError::Corrupt("version"))?,
         region: RegionCode::parse(region).map_err(|_| RecordsError::Corrupt("region"))?,
-        payload: serde_json::from_str(payload).map_err(|_| RecordsError::Corrupt("payload"))?,
+        payload,
         published_by,
         department: DepartmentId::parse(department)
             .map_err(|_| RecordsError::Corrupt("department"))?,

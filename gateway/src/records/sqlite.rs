@@ -14,8 +14,8 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
 use super::{
-    Existing, Plan, Prepared, PublishSummary, RECORD_COLUMNS, RecordsError, StoredRecord,
-    Withdrawal, WriteCtx, plan, stored_record,
+    Existing, Plan, Prepared, PublishSummary, RECORD_COLUMNS, RecordText, RecordsError,
+    StoredRecord, Withdrawal, WriteCtx, plan, stored_record,
 };
 
 type Tx = Transaction<'static, Sqlite>;
@@ -252,7 +252,7 @@ pub(super) async fn withdraw(
     })
 }
 
-fn decode(row: &SqliteRow, base: usize) -> Result<StoredRecord, RecordsError> {
+fn decode(row: &SqliteRow, base: usize) -> Result<RecordText, RecordsError> {
     stored_record(
         row.try_get(base)?,
         row.try_get(base + 1)?,
@@ -278,7 +278,7 @@ pub(super) async fn get(
         .bind(natural_key)
         .fetch_optional(pool)
         .await?;
-    row.map(|r| decode(&r, 0)).transpose()
+    row.map(|r| decode(&r, 0)?.parsed()).transpose()
 }
 
 pub(super) async fn history(
@@ -301,7 +301,7 @@ pub(super) async fn history(
     .bind(natural_key)
     .fetch_all(pool)
     .await?;
-    rows.iter().map(|r| decode(r, 0)).collect()
+    rows.iter().map(|r| decode(r, 0)?.parsed()).collect()
 }
 
 /// Current, not withdrawn records of each ID in `datasets`, as (index into
@@ -311,7 +311,7 @@ pub(super) async fn match_ids(
     pool: &SqlitePool,
     ids: &[IdNumber],
     datasets: &[String],
-) -> Result<Vec<(usize, StoredRecord)>, RecordsError> {
+) -> Result<Vec<(usize, RecordText)>, RecordsError> {
     let ids: Vec<&str> = ids.iter().map(IdNumber::as_str).collect();
     let rows = sqlx::query(
         "SELECT j.key, r.dataset, r.natural_key, r.version, r.region, r.withdrawn, r.payload, \

@@ -14,6 +14,7 @@
 //! it learns nothing. A caller with a grant gets 404 when no record it may
 //! see exists — which its grant already entitles it to know.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,7 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use adapters::domain::IdNumber;
@@ -35,7 +36,7 @@ use crate::error::ApiError;
 use crate::extract::{Require, System};
 use crate::identity::{Caller, Role};
 use crate::policy::{AccessRequest, Decision, GrantSet, GrantStore, PolicySet, ReasonCode};
-use crate::records::StoredRecord;
+use crate::records::RecordText;
 
 /// Most ID numbers in one match request.
 pub const MAX_MATCH_IDS: usize = 100_000;
@@ -149,40 +150,83 @@ fn want_native(q: &ViewQuery) -> Result<bool, ApiError> {
     }
 }
 
-/// One record as the caller may see it.
-#[derive(Serialize)]
-struct RecordView<'a> {
-    dataset: &'a str,
-    version: u32,
-    published_at: i64,
-    format: &'static str,
-    record: Value,
-}
-
-/// One record as the caller may see it, or `None`.
-fn view<'a>(
+/// Appends one record as the caller may see it to `out`:
+/// `{"dataset", "version", "published_at", "format", "record"}`. Returns
+/// `false`, with nothing appended, when the record is not visible.
+///
+/// The canonical view is rendered straight from the stored text (see
+/// [`crate::policy::Plan::write_view`]); the native format goes through the
+/// adapter, which works on values.
+fn write_view(
+    out: &mut Vec<u8>,
     caller: &Caller,
     native: bool,
     decisions: &[(String, Decision)],
-    rec: &'a StoredRecord,
-) -> Option<RecordView<'a>> {
-    let (_, decision) = decisions.iter().find(|(d, _)| *d == rec.dataset)?;
-    let mut record = decision.apply(&rec.payload)?;
-    let mut format = "canonical";
-    if native
-        && let Some(adapter) = adapters::adapter::for_department(caller.department.as_str())
-        && adapter.dataset() == rec.dataset
-    {
-        record = adapter.to_native(&record);
-        format = "native";
+    rec: &RecordText,
+) -> bool {
+    let Some((_, decision)) = decisions.iter().find(|(d, _)| *d == rec.dataset) else {
+        return false;
+    };
+    let adapter = adapters::adapter::for_department(caller.department.as_str())
+        .filter(|a| native && a.dataset() == rec.dataset);
+    let start = out.len();
+    out.extend_from_slice(b"{\"dataset\":");
+    write_json(out, &rec.dataset);
+    let _ = write!(
+        out,
+        ",\"version\":{},\"published_at\":{},\"format\":\"{}\",\"record\":",
+        rec.version,
+        rec.published_at.unix_timestamp(),
+        if adapter.is_some() {
+            "native"
+        } else {
+            "canonical"
+        },
+    );
+    let written = match adapter {
+        None => decision.write_view(&rec.payload, out),
+        Some(adapter) => serde_json::from_str::<Value>(&rec.payload)
+            .ok()
+            .and_then(|payload| decision.apply(&payload))
+            .map(|view| write_json(out, &adapter.to_native(&view)))
+            .is_some(),
+    };
+    if written {
+        out.push(b'}');
+    } else {
+        out.truncate(start);
     }
-    Some(RecordView {
-        dataset: &rec.dataset,
-        version: rec.version,
-        published_at: rec.published_at.unix_timestamp(),
-        format,
-        record,
-    })
+    written
+}
+
+/// Appends the visible views among `records` as a JSON array; returns the
+/// datasets of the records shown.
+fn write_views<'r>(
+    out: &mut Vec<u8>,
+    caller: &Caller,
+    native: bool,
+    decisions: &[(String, Decision)],
+    records: &'r [RecordText],
+) -> Vec<&'r str> {
+    let mut shown = Vec::new();
+    out.push(b'[');
+    for rec in records {
+        if !shown.is_empty() {
+            out.push(b',');
+        }
+        if write_view(out, caller, native, decisions, rec) {
+            shown.push(rec.dataset.as_str());
+        } else if !shown.is_empty() {
+            out.pop();
+        }
+    }
+    out.push(b']');
+    shown
+}
+
+/// Serialises into a buffer (cannot fail into a `Vec`).
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let _ = serde_json::to_writer(&mut *out, v);
 }
 
 fn with_policy_version(mut resp: Response, set: &PolicySet) -> Response {
@@ -213,14 +257,20 @@ pub async fn person(
     let datasets: Vec<String> = decisions.iter().map(|(d, _)| d.clone()).collect();
     let records = state
         .records
-        .current_by_subject(&id, &datasets)
+        .match_chunk_text(std::slice::from_ref(&id), &datasets)
         .await
-        .map_err(ApiError::internal)?;
-    let views: Vec<RecordView<'_>> = records
-        .iter()
-        .filter_map(|r| view(&caller, native, &decisions, r))
-        .collect();
-    if views.is_empty() {
+        .map_err(ApiError::internal)?
+        .pop()
+        .unwrap_or_default();
+    let mut body = Vec::with_capacity(1024);
+    body.extend_from_slice(b"{\"purpose\":");
+    write_json(&mut body, &purpose.code);
+    body.extend_from_slice(b",\"policy_version\":");
+    write_json(&mut body, set.version());
+    body.extend_from_slice(b",\"records\":");
+    let shown = write_views(&mut body, &caller, native, &decisions, &records);
+    body.push(b'}');
+    if shown.is_empty() {
         return Err(ApiError::NotFound(
             "no record of this person is visible to you for this purpose".into(),
         ));
@@ -230,15 +280,15 @@ pub async fn person(
         &set,
         &decisions,
         vec![id],
-        views.len() as u64,
-        &views.iter().map(|v| v.dataset).collect::<Vec<_>>(),
+        shown.len() as u64,
+        &shown,
     );
-    let body = json!({
-        "purpose": purpose.code,
-        "policy_version": set.version(),
-        "records": views,
-    });
-    let mut resp = with_policy_version(Json(body).into_response(), &set);
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let mut resp = with_policy_version(resp, &set);
     resp.extensions_mut().insert(detail);
     Ok(resp)
 }
@@ -458,7 +508,7 @@ fn match_lines(
             let disclosed = disclosed.clone();
             tokio::spawn(async move {
                 let ids: Vec<IdNumber> = chunk.iter().filter_map(|(_, e)| e.clone().ok()).collect();
-                let found = store.match_chunk(&ids, &datasets).await?;
+                let found = store.match_chunk_text(&ids, &datasets).await?;
                 let rendered = tokio::task::spawn_blocking(move || {
                     let (bytes, records) = render_chunk(chunk, found, &decisions, &caller, native);
                     disclosed.fetch_add(records, Ordering::Relaxed);
@@ -482,61 +532,42 @@ fn match_lines(
         })
 }
 
-/// One NDJSON line of a match answer.
-#[derive(Serialize)]
-struct MatchLine<'a> {
-    index: usize,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    records: Vec<RecordView<'a>>,
-}
-
 /// The lines of one chunk and the number of records they disclose; `found`
-/// holds the records of the chunk's valid entries, in order.
+/// holds the records of the chunk's valid entries, in order. Each line is
+/// `{"index", "status"[, "error"][, "records"]}`, written straight into the
+/// chunk's buffer.
 fn render_chunk(
     chunk: Vec<(usize, Result<IdNumber, String>)>,
-    found: Vec<Vec<StoredRecord>>,
+    found: Vec<Vec<RecordText>>,
     decisions: &[(String, Decision)],
     caller: &Caller,
     native: bool,
 ) -> (Bytes, u64) {
-    let mut buf = Vec::with_capacity(chunk.len() * 256);
+    let mut buf = Vec::with_capacity(chunk.len() * 512);
     let mut disclosed = 0u64;
     let mut found = found.iter();
     for (index, entry) in &chunk {
-        let line = match entry {
-            Err(reason) => MatchLine {
-                index: *index,
-                status: "invalid",
-                error: Some(reason),
-                records: Vec::new(),
-            },
-            Ok(_) => {
-                let records: Vec<RecordView<'_>> = found
-                    .next()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| view(caller, native, decisions, r))
-                    .collect();
-                disclosed += records.len() as u64;
-                MatchLine {
-                    index: *index,
-                    status: if records.is_empty() {
-                        "no_record"
-                    } else {
-                        "match"
-                    },
-                    error: None,
-                    records,
-                }
+        let _ = write!(buf, "{{\"index\":{index},\"status\":");
+        match entry {
+            Err(reason) => {
+                buf.extend_from_slice(b"\"invalid\",\"error\":");
+                write_json(&mut buf, reason);
             }
-        };
-        // Serialising owned JSON values into a Vec cannot fail.
-        if serde_json::to_writer(&mut buf, &line).is_ok() {
-            buf.push(b'\n');
+            Ok(_) => {
+                // Written as a match; rewritten as no_record if no view
+                // turns out visible.
+                let line_start = buf.len();
+                buf.extend_from_slice(b"\"match\",\"records\":");
+                let records = found.next().map_or(&[][..], Vec::as_slice);
+                let shown = write_views(&mut buf, caller, native, decisions, records).len();
+                if shown == 0 {
+                    buf.truncate(line_start);
+                    buf.extend_from_slice(b"\"no_record\"");
+                }
+                disclosed += shown as u64;
+            }
         }
+        buf.extend_from_slice(b"}\n");
     }
     (Bytes::from(buf), disclosed)
 }
