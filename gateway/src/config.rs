@@ -30,6 +30,10 @@ pub struct Config {
     /// Maximum database connections.
     #[serde(default = "default_db_connections")]
     pub database_max_connections: u32,
+    /// SQLite only: bytes of the database file read through a memory map
+    /// (`PRAGMA mmap_size`; 0 reads with read() only). Default 1 GiB.
+    #[serde(default = "default_sqlite_mmap_size")]
+    pub sqlite_mmap_size: u64,
     /// This instance's id; several instances sharing one PostgreSQL each need
     /// their own (the audit log keeps one chain per instance).
     #[serde(default = "default_instance_id")]
@@ -205,6 +209,9 @@ fn yes() -> bool {
 }
 fn default_db_connections() -> u32 {
     16
+}
+fn default_sqlite_mmap_size() -> u64 {
+    crate::storage::DEFAULT_SQLITE_MMAP_SIZE
 }
 fn default_instance_id() -> String {
     "gw-1".into()
@@ -478,6 +485,7 @@ fn key_tree() -> KeyTree {
         ("listen", leaf("string")),
         ("database_url", leaf("string")),
         ("database_max_connections", leaf("integer")),
+        ("sqlite_mmap_size", leaf("integer")),
         ("instance_id", leaf("string")),
         ("schemas_dir", leaf("string")),
         ("policies_dir", leaf("string")),

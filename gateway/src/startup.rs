@@ -42,9 +42,13 @@ impl Application {
         rate_limits: Option<Arc<dyn CheckRate>>,
     ) -> anyhow::Result<Self> {
         crate::tls::install_provider();
-        let db = Database::open(&config.database_url, config.database_max_connections)
-            .await
-            .context("opening the database")?;
+        let db = Database::open_with(
+            &config.database_url,
+            config.database_max_connections,
+            config.sqlite_mmap_size,
+        )
+        .await
+        .context("opening the database")?;
         let catalogue =
             adapters::catalogue::Catalogue::load_dir(&config.schemas_dir).map_err(|errs| {
                 let list: Vec<String> = errs.iter().map(ToString::to_string).collect();

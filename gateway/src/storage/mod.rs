@@ -27,6 +27,10 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Bytes of an SQLite database read through a memory map unless configured
+/// otherwise (`sqlite_mmap_size`): 1 GiB.
+pub const DEFAULT_SQLITE_MMAP_SIZE: u64 = 1 << 30;
+
 /// Which backend a [`Database`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -49,6 +53,17 @@ impl Database {
     /// `sqlite:PATH`, `sqlite://PATH` or a plain file path for SQLite (the file
     /// is created if missing). Does not migrate; see [`Database::migrate`].
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StorageError> {
+        Self::connect_with(url, max_connections, DEFAULT_SQLITE_MMAP_SIZE).await
+    }
+
+    /// Like [`Database::connect`], with the bytes of an SQLite database
+    /// read through a memory map (`PRAGMA mmap_size`; 0: none). Ignored for
+    /// PostgreSQL.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        sqlite_mmap_size: u64,
+    ) -> Result<Self, StorageError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?.application_name("gateway");
             let pool = PgPoolOptions::new()
@@ -82,7 +97,13 @@ impl Database {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            // Reads through a memory map rather than read() into the page
+            // cache: a 100k-ID match against a 1.2 GB database spent a
+            // fifth of its time copying pages out of the kernel (2026-11-29:
+            // 3.1 s → 2.05 s with mmap). SQLite falls back to read() past
+            // the mapped size.
+            .pragma("mmap_size", sqlite_mmap_size.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(2))
             // Each SQLite connection is a worker thread; a ping before every
@@ -106,7 +127,16 @@ impl Database {
 
     /// Connects and migrates.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StorageError> {
-        let db = Self::connect(url, max_connections).await?;
+        Self::open_with(url, max_connections, DEFAULT_SQLITE_MMAP_SIZE).await
+    }
+
+    /// [`Database::connect_with`] and migrates.
+    pub async fn open_with(
+        url: &str,
+        max_connections: u32,
+        sqlite_mmap_size: u64,
+    ) -> Result<Self, StorageError> {
+        let db = Self::connect_with(url, max_connections, sqlite_mmap_size).await?;
         db.migrate().await?;
         Ok(db)
     }
