@@ -38,9 +38,12 @@ impl Proc {
         self.child.id()
     }
 
-    /// Resident memory of the process (and, for nginx, its workers), KiB.
-    pub fn rss_kib(&self) -> anyhow::Result<u64> {
-        rss_kib(self.pid())
+    /// Anonymous resident memory of the process (and, for nginx, its
+    /// workers), KiB: heap and stacks, without mapped files (the gateway
+    /// reads SQLite through a memory map, whose pages come and go with the
+    /// file, not with connections).
+    pub fn anon_rss_kib(&self) -> anyhow::Result<u64> {
+        anon_rss_kib(self.pid())
     }
 
     /// Waits until `target` answers `path` with 2xx, or fails with the
@@ -77,28 +80,28 @@ impl Drop for Proc {
     }
 }
 
-/// VmRSS of `pid` plus that of its direct children (nginx workers), KiB.
-pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let own = vm_rss(pid)?;
+/// RssAnon of `pid` plus that of its direct children (nginx workers), KiB.
+pub fn anon_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let own = rss_anon(pid)?;
     let mut children = 0;
     if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
         for c in text
             .split_whitespace()
             .filter_map(|c| c.parse::<u32>().ok())
         {
-            children += vm_rss(c).unwrap_or(0);
+            children += rss_anon(c).unwrap_or(0);
         }
     }
     Ok(own + children)
 }
 
-fn vm_rss(pid: u32) -> anyhow::Result<u64> {
+fn rss_anon(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc status")
+        .context("no RssAnon in /proc status")
 }
 
 /// A free loopback port.

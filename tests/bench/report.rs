@@ -259,7 +259,7 @@ impl Results {
                 format!("idle connections: {name}"),
                 format!("{:.1} KiB/conn", m.per_connection_kib),
                 format!(
-                    "{} conns, RSS {} → {} KiB",
+                    "{} conns, anonymous RSS {} → {} KiB",
                     m.connections, m.before_kib, m.after_kib
                 ),
                 String::new(),

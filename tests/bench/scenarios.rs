@@ -474,13 +474,13 @@ async fn idle_memory(
     let before = settled_rss(p).await?;
     let held = load::hold_idle(t, n).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = p.rss_kib()?;
+    let after = p.anon_rss_kib()?;
     drop(held);
     // Memory handed back while the connections opened would make the
     // figure meaningless (and a goal "met" at zero).
     if after <= before {
         let msg = format!(
-            "{}: resident memory fell from {before} to {after} KiB while {n} connections opened; \
+            "{}: anonymous resident memory fell from {before} to {after} KiB while {n} connections opened; \
              the baseline had not settled",
             p.name
         );
@@ -504,10 +504,10 @@ async fn idle_memory(
 /// hand freed memory back to the system over seconds (jemalloc's decay time
 /// is 10 s). Samples every second for at least 3 s and at most 30 s.
 async fn settled_rss(p: &procs::Proc) -> anyhow::Result<u64> {
-    let mut last = p.rss_kib()?;
+    let mut last = p.anon_rss_kib()?;
     for i in 0..30 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = p.rss_kib()?;
+        let now = p.anon_rss_kib()?;
         // Falling by less than 256 KiB in a second: settled.
         if i >= 2 && now + 256 >= last {
             return Ok(now);
