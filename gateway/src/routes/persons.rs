@@ -167,8 +167,11 @@ fn write_view(
     let Some((_, decision)) = decisions.iter().find(|(d, _)| *d == rec.dataset) else {
         return false;
     };
-    let adapter = adapters::adapter::for_department(caller.department.as_str())
-        .filter(|a| native && a.dataset() == rec.dataset);
+    // Looked up only when asked for: this runs once per matched record.
+    let adapter = native
+        .then(|| adapters::adapter::for_department(caller.department.as_str()))
+        .flatten()
+        .filter(|a| a.dataset() == rec.dataset);
     let start = out.len();
     out.extend_from_slice(b"{\"dataset\":");
     write_json(out, &rec.dataset);
