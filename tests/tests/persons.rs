@@ -81,6 +81,52 @@ async fn education_sees_enrolment_category_but_not_income() {
         .await;
         assert_eq!(s, 200, "{b}");
         assert!(b.to_string().contains(&id));
+        assert_eq!(b["records"][0]["format"], "canonical", "{b}");
+        // In its own native field names on request: the adapter's mapping
+        // of the canonical view.
+        let (s, native) = get(
+            &gw,
+            "civil-affairs",
+            &format!("/v1/persons/{id}?format=native"),
+            Some("low-income-monitoring"),
+        )
+        .await;
+        assert_eq!(s, 200, "{native}");
+        let rec = &native["records"][0];
+        assert_eq!(rec["format"], "native", "{native}");
+        let adapter = adapters::adapter::for_department("civil-affairs").unwrap();
+        assert_eq!(
+            rec["record"],
+            adapter.to_native(&b["records"][0]["record"]),
+            "{native}"
+        );
+        assert!(rec["record"].get("JZLB").is_some(), "{native}");
+        // Other callers get canonical views whatever they ask for: native
+        // names are the owner's.
+        let (s, b) = get(
+            &gw,
+            "education",
+            &format!("/v1/persons/{id}?format=native"),
+            Some("student-aid"),
+        )
+        .await;
+        assert_eq!(
+            (s, &b["records"][0]["format"]),
+            (200, &json!("canonical")),
+            "{b}"
+        );
+        let (s, b) = get(
+            &gw,
+            "education",
+            &format!("/v1/persons/{id}?format=xml"),
+            Some("student-aid"),
+        )
+        .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (400, Some("bad_format")),
+            "{b}"
+        );
         gw.stop().await;
     }
 }
