@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use adapters::domain::IdNumber;
+use gateway::audit::merkle::leaf_hash;
+use gateway::audit::record::Record;
 use gateway::audit::{
     AuditConfig, AuditEvent, AuditWriter, Outcome, SigningKey, SubjectKeys, VerifyOptions, verify,
 };
@@ -163,6 +165,32 @@ async fn verify_all(db: &Database, events: u64) {
     println!(
         "verify: {events} events: best of 3 {best:.2} s = {:.0} events/s",
         events as f64 / best
+    );
+    hash_floor();
+}
+
+/// The floor under verification: SHA-256 of one event's bytes (the leaf
+/// hash, which every event needs), on one core, measured beside it.
+/// Verification cannot beat the number of cores times this.
+fn hash_floor() {
+    let keys = SubjectKeys::new(1, BTreeMap::from([(1, vec![7u8; 32])])).expect("subject keys");
+    let rec = Record::from_event("bench-1", 123_456, &event(&keys, 123_456)).expect("record");
+    let bytes = rec.as_ref().encode();
+    let n = 200_000u32;
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut acc = 0u8;
+        for _ in 0..n {
+            acc ^= leaf_hash(std::hint::black_box(&bytes))[0];
+        }
+        std::hint::black_box(acc);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "floor: leaf hash (SHA-256) of one event ({} bytes), one core: {:.0} events/s",
+        bytes.len(),
+        f64::from(n) / best
     );
 }
 

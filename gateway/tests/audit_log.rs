@@ -220,6 +220,41 @@ async fn tampering_by_update_is_named() {
     on_each_backend!(tamper_update_body);
 }
 
+/// SQLite stores any type in any column: a text column rewritten as a blob
+/// of the same bytes (which a `department = '…'` query no longer finds), a
+/// number where text belongs, a short hash: each is named at its row.
+#[tokio::test]
+async fn sqlite_columns_of_the_wrong_type_are_named() {
+    for (sql, seq, says) in [
+        (
+            "UPDATE audit_events SET department = CAST(department AS BLOB) WHERE seq = 12",
+            12,
+            "column department holds Blob, not text",
+        ),
+        (
+            "UPDATE audit_events SET status = 'two hundred' WHERE seq = 13",
+            13,
+            "column status holds Text, not an integer",
+        ),
+        (
+            "UPDATE audit_events SET hash = substr(hash, 1, 31) WHERE seq = 14",
+            14,
+            "a hash column is not 32 bytes",
+        ),
+    ] {
+        let t = TestDb::sqlite().await;
+        let p = tampered(&t, sql).await;
+        assert_eq!(
+            (p.seq, p.kind),
+            (Some(seq), ProblemKind::Unreadable),
+            "{sql}"
+        );
+        assert!(p.detail.contains(says), "{sql}: {}", p.detail);
+        assert_eq!(p.event_id, Some(seq_event_id(&t, "gw-a", seq as i64).await));
+        t.cleanup().await;
+    }
+}
+
 #[tokio::test]
 async fn tampering_by_delete_is_named() {
     on_each_backend!(tamper_delete);

@@ -39,6 +39,7 @@ pub mod merkle;
 pub mod proofs;
 pub mod query;
 pub mod record;
+mod scan_sqlite;
 pub mod store;
 pub mod verify;
 pub mod writer;

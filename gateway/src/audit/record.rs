@@ -69,30 +69,72 @@ pub struct Record {
     pub body: String,
 }
 
-fn put_str(buf: &mut Vec<u8>, s: &str) {
+fn put_bytes(buf: &mut Vec<u8>, s: &[u8]) {
     // Strings are capped far below 4 GiB by the writer; saturate defensively.
     let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
     buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(s.as_bytes());
+    buf.extend_from_slice(s);
+}
+
+/// One row's hashed columns exactly as stored: the text columns as their
+/// raw bytes. The one place the `GWA1` layout is written; verification of
+/// an SQLite file encodes straight from SQLite's column buffers with it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawColumns<'a> {
+    pub log_id: &'a [u8],
+    pub seq: u64,
+    pub event_id: &'a [u8],
+    pub time_ms: i64,
+    pub kind: &'a [u8],
+    pub department: &'a [u8],
+    pub client_id: &'a [u8],
+    pub datasets: &'a [u8],
+    pub purpose: &'a [u8],
+    pub decision: &'a [u8],
+    pub status: i64,
+    pub subjects: &'a [u8],
+    pub body: &'a [u8],
+}
+
+impl RawColumns<'_> {
+    /// Appends the event bytes to `buf` (which is not cleared).
+    pub(crate) fn encode_into(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(MAGIC);
+        put_bytes(buf, self.log_id);
+        buf.extend_from_slice(&self.seq.to_be_bytes());
+        put_bytes(buf, self.event_id);
+        buf.extend_from_slice(&self.time_ms.to_be_bytes());
+        put_bytes(buf, self.kind);
+        put_bytes(buf, self.department);
+        put_bytes(buf, self.client_id);
+        put_bytes(buf, self.datasets);
+        put_bytes(buf, self.purpose);
+        put_bytes(buf, self.decision);
+        buf.extend_from_slice(&self.status.to_be_bytes());
+        put_bytes(buf, self.subjects);
+        put_bytes(buf, self.body);
+    }
 }
 
 impl RecordRef<'_> {
     /// Appends the event bytes to `buf` (which is not cleared).
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
-        buf.extend_from_slice(MAGIC);
-        put_str(buf, self.log_id);
-        buf.extend_from_slice(&self.seq.to_be_bytes());
-        put_str(buf, self.event_id);
-        buf.extend_from_slice(&self.time_ms.to_be_bytes());
-        put_str(buf, self.kind);
-        put_str(buf, self.department);
-        put_str(buf, self.client_id);
-        put_str(buf, self.datasets);
-        put_str(buf, self.purpose);
-        put_str(buf, self.decision);
-        buf.extend_from_slice(&self.status.to_be_bytes());
-        put_str(buf, self.subjects);
-        put_str(buf, self.body);
+        RawColumns {
+            log_id: self.log_id.as_bytes(),
+            seq: self.seq,
+            event_id: self.event_id.as_bytes(),
+            time_ms: self.time_ms,
+            kind: self.kind.as_bytes(),
+            department: self.department.as_bytes(),
+            client_id: self.client_id.as_bytes(),
+            datasets: self.datasets.as_bytes(),
+            purpose: self.purpose.as_bytes(),
+            decision: self.decision.as_bytes(),
+            status: self.status,
+            subjects: self.subjects.as_bytes(),
+            body: self.body.as_bytes(),
+        }
+        .encode_into(buf);
     }
 
     /// The event bytes.

@@ -131,6 +131,20 @@ pub struct VerifyReport {
 
 const MAX_PROBLEMS: usize = 100;
 
+/// What [`Verifier::check`] needs of a row besides its hashes.
+pub(crate) struct RowKey<'a> {
+    pub log_id: &'a str,
+    pub seq: u64,
+    pub event_id: &'a str,
+    /// Subjects the row's `subjects` column names.
+    pub subjects: u64,
+}
+
+/// Subjects in a `subjects` column (space-separated).
+pub(crate) fn count_subjects(col: &[u8]) -> u64 {
+    col.split(|b| *b == b' ').filter(|s| !s.is_empty()).count() as u64
+}
+
 struct CheckpointCheck {
     size: u64,
     root: Hash,
@@ -399,6 +413,36 @@ impl Verifier {
 
     /// Feeds one stored row.
     pub(crate) fn row(&mut self, rec: &RecordRef<'_>, leaf: &[u8], prev: &[u8], hash: &[u8]) {
+        let key = RowKey {
+            log_id: rec.log_id,
+            seq: rec.seq,
+            event_id: rec.event_id,
+            subjects: count_subjects(rec.subjects.as_bytes()),
+        };
+        let stored = match (
+            store::to_hash(leaf),
+            store::to_hash(prev),
+            store::to_hash(hash),
+        ) {
+            (Some(l), Some(p), Some(h)) => Ok([l, p, h]),
+            _ => Err("a hash column is not 32 bytes".to_owned()),
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        rec.encode_into(&mut buf);
+        self.check(&key, stored, leaf_hash(&buf));
+        self.buf = buf;
+    }
+
+    /// Checks one stored row: `stored` is its `[leaf_hash, prev_hash,
+    /// hash]` columns (or why they cannot be read), `real_leaf` the leaf
+    /// hash recomputed from its other columns.
+    pub(crate) fn check(
+        &mut self,
+        rec: &RowKey<'_>,
+        stored: Result<[Hash; 3], String>,
+        real_leaf: Hash,
+    ) {
         if self.cur.as_ref().is_none_or(|c| c.log_id != rec.log_id) {
             self.finish_log();
             self.flush_empty_logs(Some(rec.log_id));
@@ -409,22 +453,17 @@ impl Verifier {
             return;
         };
         if st.index.0.is_some_and(|m| rec.seq < m) {
-            st.refs_below += rec.subjects.split(' ').filter(|s| !s.is_empty()).count() as u64;
+            st.refs_below += rec.subjects;
         }
         let mut found: Option<(ProblemKind, String)> = None;
-        let (Some(stored_leaf), Some(stored_prev), Some(stored_hash)) = (
-            store::to_hash(leaf),
-            store::to_hash(prev),
-            store::to_hash(hash),
-        ) else {
-            found = Some((
-                ProblemKind::Unreadable,
-                "a hash column is not 32 bytes".to_owned(),
-            ));
-            self.report(&mut st, rec, found);
-            st.next_seq = rec.seq + 1;
-            self.cur = Some(st);
-            return;
+        let [stored_leaf, stored_prev, stored_hash] = match stored {
+            Ok(h) => h,
+            Err(detail) => {
+                self.report(&mut st, rec, Some((ProblemKind::Unreadable, detail)));
+                st.next_seq = rec.seq + 1;
+                self.cur = Some(st);
+                return;
+            }
         };
         if rec.seq != st.next_seq {
             found = Some((
@@ -437,9 +476,6 @@ impl Verifier {
                 ),
             ));
         }
-        self.buf.clear();
-        rec.encode_into(&mut self.buf);
-        let real_leaf = leaf_hash(&self.buf);
         let leaf_ok = real_leaf == stored_leaf;
         let prev_ok = stored_prev == st.prev;
         let self_consistent = chain_hash(&stored_prev, &stored_leaf) == stored_hash;
@@ -477,7 +513,9 @@ impl Verifier {
         st.prev = stored_hash;
         st.next_seq = rec.seq + 1;
         st.frontier.push(real_leaf);
-        st.prev_event_id = Some(rec.event_id.to_owned());
+        let prev_id = st.prev_event_id.get_or_insert_with(String::new);
+        prev_id.clear();
+        prev_id.push_str(rec.event_id);
         self.run_checks(&mut st);
         self.cur = Some(st);
     }
@@ -485,7 +523,7 @@ impl Verifier {
     fn report(
         &mut self,
         st: &mut LogState,
-        rec: &RecordRef<'_>,
+        rec: &RowKey<'_>,
         found: Option<(ProblemKind, String)>,
     ) {
         if let Some((kind, detail)) = found {
@@ -615,10 +653,27 @@ pub async fn verify(db: &Database, opts: VerifyOptions) -> Result<VerifyReport, 
     let logs = store::log_ids(db).await?;
     let subject_index = store::subject_index_state(db).await?;
     let v = Verifier::new(opts, cps, logs, subject_index);
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY log_id, seq");
     let v = match db {
-        Database::Sqlite(p) => verify_rows!(p, sqlx::sqlite::SqliteRow, v, sql),
-        Database::Postgres(p) => verify_rows!(p, sqlx::postgres::PgRow, v, sql),
+        Database::Sqlite(p) => {
+            let path = p.connect_options().get_filename().to_owned();
+            if !super::scan_sqlite::usable(&path) {
+                return Err(AuditError::Io(std::io::Error::other(format!(
+                    "verification reads an SQLite database from its file, and {} is not one",
+                    path.display()
+                ))));
+            }
+            // Read with the gateway's own memory-map setting.
+            let mmap: i64 = sqlx::query_scalar("PRAGMA mmap_size").fetch_one(p).await?;
+            tokio::task::spawn_blocking(move || super::scan_sqlite::feed(&path, mmap, v))
+                .await
+                .map_err(|_| {
+                    AuditError::Io(std::io::Error::other("the verification thread failed"))
+                })??
+        }
+        Database::Postgres(p) => {
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY log_id, seq");
+            verify_rows!(p, sqlx::postgres::PgRow, v, sql)
+        }
     };
     Ok(v.finish(started))
 }
