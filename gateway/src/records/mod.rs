@@ -39,6 +39,7 @@
 
 mod postgres;
 mod sqlite;
+mod sqlite_read;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -217,6 +218,9 @@ pub enum RecordsError {
     /// The database failed (our fault; the text is for logs only).
     #[error("record store database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// An SQLite read outside the pool failed (our fault; logs only).
+    #[error("record store database error: {0}")]
+    SqliteRead(#[from] rusqlite::Error),
     /// A stored row failed to decode (our fault).
     #[error("stored record is corrupt: {0}")]
     Corrupt(&'static str),
@@ -229,12 +233,21 @@ pub enum RecordsError {
 #[derive(Clone, Debug)]
 pub struct RecordStore {
     db: Database,
+    /// SQLite: read-only connections for batch lookups on blocking threads.
+    readers: Option<Arc<sqlite_read::Readers>>,
 }
 
 impl RecordStore {
     /// A store over `db` (migrated by [`Database::open`]).
     pub fn new(db: Database) -> Self {
-        RecordStore { db }
+        let readers = match &db {
+            Database::Sqlite(p) => {
+                sqlite_read::Readers::new(p.connect_options().get_filename().to_owned())
+                    .map(Arc::new)
+            }
+            Database::Postgres(_) => None,
+        };
+        RecordStore { db, readers }
     }
 
     /// The underlying database.
@@ -493,9 +506,22 @@ impl RecordStore {
         if ids.is_empty() || datasets.is_empty() {
             return Ok(out);
         }
-        let rows = match &self.db {
-            Database::Sqlite(p) => sqlite::match_ids(p, ids, datasets).await?,
-            Database::Postgres(p) => postgres::match_ids(p, ids, datasets).await?,
+        let rows = match (&self.db, &self.readers) {
+            // Batches (match chunks) step SQLite on a blocking thread of
+            // their own; a single ID (a person query) costs less on the
+            // pool's warm connections than a hop to a blocking thread.
+            (Database::Sqlite(p), Some(readers)) if ids.len() > 1 => {
+                if readers.needs_mmap_size() {
+                    let bytes: i64 = sqlx::query_scalar("PRAGMA mmap_size").fetch_one(p).await?;
+                    readers.set_mmap_size(bytes);
+                }
+                let (readers, ids, datasets) = (readers.clone(), ids.to_vec(), datasets.to_vec());
+                tokio::task::spawn_blocking(move || readers.match_ids(&ids, &datasets))
+                    .await
+                    .map_err(|_| RecordsError::Corrupt("match lookup task"))??
+            }
+            (Database::Sqlite(p), _) => sqlite::match_ids(p, ids, datasets).await?,
+            (Database::Postgres(p), _) => postgres::match_ids(p, ids, datasets).await?,
         };
         for (i, rec) in rows {
             let slot = out.get_mut(i).ok_or(RecordsError::Corrupt("match index"))?;

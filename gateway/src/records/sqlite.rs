@@ -307,24 +307,26 @@ pub(super) async fn history(
 /// Current, not withdrawn records of each ID in `datasets`, as (index into
 /// `ids`, record). `CROSS JOIN` pins the join order: input IDs outermost,
 /// then the subject index, then the record by rowid.
+/// The current, not withdrawn records about the IDs of the JSON array ?1
+/// (with their index in it) in the datasets of the JSON array ?2.
+pub(super) const MATCH_SQL: &str = "SELECT j.key, r.dataset, r.natural_key, r.version, r.region, r.withdrawn, r.payload, \
+            r.published_by, r.department, r.published_at \
+     FROM json_each(?1) AS j \
+     CROSS JOIN record_subjects AS s ON s.subject = j.value \
+     CROSS JOIN records AS r ON r.id = s.record_id \
+     WHERE s.dataset IN (SELECT value FROM json_each(?2)) AND r.withdrawn = 0";
+
 pub(super) async fn match_ids(
     pool: &SqlitePool,
     ids: &[IdNumber],
     datasets: &[String],
 ) -> Result<Vec<(usize, RecordText)>, RecordsError> {
     let ids: Vec<&str> = ids.iter().map(IdNumber::as_str).collect();
-    let rows = sqlx::query(
-        "SELECT j.key, r.dataset, r.natural_key, r.version, r.region, r.withdrawn, r.payload, \
-                r.published_by, r.department, r.published_at \
-         FROM json_each(?1) AS j \
-         CROSS JOIN record_subjects AS s ON s.subject = j.value \
-         CROSS JOIN records AS r ON r.id = s.record_id \
-         WHERE s.dataset IN (SELECT value FROM json_each(?2)) AND r.withdrawn = 0",
-    )
-    .bind(json_array(&ids)?)
-    .bind(json_array(datasets)?)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(MATCH_SQL)
+        .bind(json_array(&ids)?)
+        .bind(json_array(datasets)?)
+        .fetch_all(pool)
+        .await?;
     rows.iter()
         .map(|r| {
             let i: i64 = r.try_get(0)?;
