@@ -35,7 +35,7 @@ pub(super) async fn begin(pool: &SqlitePool) -> Result<Tx, sqlx::Error> {
     pool.begin_with("BEGIN IMMEDIATE").await
 }
 
-fn json_array<T: serde::Serialize>(items: &[T]) -> Result<String, RecordsError> {
+pub(super) fn json_array<T: serde::Serialize>(items: &[T]) -> Result<String, RecordsError> {
     serde_json::to_string(items).map_err(|_| RecordsError::Corrupt("cannot encode key list"))
 }
 
@@ -304,11 +304,10 @@ pub(super) async fn history(
     rows.iter().map(|r| decode(r, 0)?.parsed()).collect()
 }
 
-/// Current, not withdrawn records of each ID in `datasets`, as (index into
-/// `ids`, record). `CROSS JOIN` pins the join order: input IDs outermost,
-/// then the subject index, then the record by rowid.
 /// The current, not withdrawn records about the IDs of the JSON array ?1
-/// (with their index in it) in the datasets of the JSON array ?2.
+/// (with their index in it) in the datasets of the JSON array ?2. `CROSS
+/// JOIN` pins the join order: input IDs outermost, then the subject index,
+/// then the record by rowid.
 pub(super) const MATCH_SQL: &str = "SELECT j.key, r.dataset, r.natural_key, r.version, r.region, r.withdrawn, r.payload, \
             r.published_by, r.department, r.published_at \
      FROM json_each(?1) AS j \
@@ -316,6 +315,8 @@ pub(super) const MATCH_SQL: &str = "SELECT j.key, r.dataset, r.natural_key, r.ve
      CROSS JOIN records AS r ON r.id = s.record_id \
      WHERE s.dataset IN (SELECT value FROM json_each(?2)) AND r.withdrawn = 0";
 
+/// Current, not withdrawn records of each ID in `datasets`, as (index into
+/// `ids`, record) ([`MATCH_SQL`] on the pool).
 pub(super) async fn match_ids(
     pool: &SqlitePool,
     ids: &[IdNumber],

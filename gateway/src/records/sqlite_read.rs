@@ -17,6 +17,7 @@ use std::time::Duration;
 use adapters::domain::IdNumber;
 use rusqlite::{Connection, OpenFlags};
 
+use super::sqlite::json_array;
 use super::{RecordText, RecordsError, stored_record};
 
 /// Idle connections kept for reuse (more may be open while busy). Batch
@@ -92,10 +93,8 @@ impl Readers {
         datasets: &[String],
     ) -> Result<Vec<(usize, RecordText)>, RecordsError> {
         let ids: Vec<&str> = ids.iter().map(IdNumber::as_str).collect();
-        let ids = serde_json::to_string(&ids)
-            .map_err(|_| RecordsError::Corrupt("cannot encode key list"))?;
-        let datasets = serde_json::to_string(datasets)
-            .map_err(|_| RecordsError::Corrupt("cannot encode key list"))?;
+        let ids = json_array(&ids)?;
+        let datasets = json_array(datasets)?;
         let conn = self.take()?;
         let out = query(&conn, &ids, &datasets);
         // A connection that failed is dropped, not reused.
@@ -121,18 +120,25 @@ fn query(
             r.get(1)?,
             r.get(2)?,
             r.get(3)?,
-            r.get_ref(4)?
-                .as_str()
-                .map_err(|_| RecordsError::Corrupt("region"))?,
+            text(r, 4, "region")?,
             r.get(5)?,
             r.get(6)?,
             r.get(7)?,
-            r.get_ref(8)?
-                .as_str()
-                .map_err(|_| RecordsError::Corrupt("department"))?,
+            text(r, 8, "department")?,
             r.get(9)?,
         )?;
         out.push((i, rec));
     }
     Ok(out)
+}
+
+/// Column `i` as text, borrowed from SQLite's buffer.
+fn text<'a>(
+    r: &'a rusqlite::Row<'_>,
+    i: usize,
+    what: &'static str,
+) -> Result<&'a str, RecordsError> {
+    r.get_ref(i)?
+        .as_str()
+        .map_err(|_| RecordsError::Corrupt(what))
 }
