@@ -74,6 +74,10 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// The database pool (pools are internally shared).
     pub db: Database,
+    /// The audit log's store: on SQLite a file of its own beside the main
+    /// one, on PostgreSQL the same database (see
+    /// [`Database::open_audit`]).
+    pub audit_db: Database,
     /// The client registry; swapped atomically on reload.
     pub registry: Arc<RegistryHandle>,
     /// TLS material; swapped atomically on reload.

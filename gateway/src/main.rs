@@ -150,12 +150,15 @@ enum AuditCommand {
     /// Recompute every chain, Merkle root and checkpoint signature; name the
     /// first bad event; exit 1 on any problem.
     Verify {
-        /// An SQLite file path (e.g. demo-data/gateway.db) or a postgres:// URL.
+        /// The gateway's database: an SQLite file path (e.g.
+        /// demo-data/gateway.db, whose audit log is demo-data/gateway-audit.db
+        /// beside it; either path works) or a postgres:// URL.
         #[arg(long)]
         database: String,
     },
     /// Export events (NDJSON or CSV) matching a filter to standard output.
     Export {
+        /// As for `verify`.
         #[arg(long)]
         database: String,
         #[arg(long, default_value = "ndjson")]
@@ -611,7 +614,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match command {
             AuditCommand::Verify { database } => {
-                let db = open_existing(&database).await?;
+                let db = open_audit_store(&database).await?;
                 let report =
                     gateway::audit::verify(&db, gateway::audit::VerifyOptions::default()).await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -639,7 +642,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 dataset,
                 decision,
             } => {
-                let db = open_existing(&database).await?;
+                let db = open_audit_store(&database).await?;
                 let format = match format.as_str() {
                     "ndjson" => gateway::audit::ExportFormat::Ndjson,
                     "csv" => gateway::audit::ExportFormat::Csv,
@@ -667,18 +670,31 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Opens an existing database for offline tools (a plain path is an SQLite
-/// file, which must exist).
-async fn open_existing(database: &str) -> anyhow::Result<gateway::storage::Database> {
-    let is_pg = database.starts_with("postgres://") || database.starts_with("postgresql://");
-    if !is_pg {
-        let path = database.strip_prefix("sqlite:").unwrap_or(database);
-        anyhow::ensure!(
-            std::path::Path::new(path).is_file(),
-            "no SQLite database at {path}"
-        );
-    }
-    Ok(gateway::storage::Database::connect(database, 2).await?)
+/// Opens the audit log of an existing database for offline tools. A
+/// PostgreSQL URL is used as it is. An SQLite path may name the gateway's
+/// database (its audit log is the `-audit` file beside it) or the audit file
+/// itself; a file from before the split, with no audit file beside it, is
+/// read as it is.
+async fn open_audit_store(database: &str) -> anyhow::Result<gateway::storage::Database> {
+    let Some(path) = gateway::storage::sqlite_path(database) else {
+        return Ok(gateway::storage::Database::connect(database, 2).await?);
+    };
+    let given = std::path::Path::new(path);
+    let named_audit = given
+        .file_stem()
+        .is_some_and(|s| s.to_string_lossy().ends_with("-audit"));
+    let beside = gateway::storage::sqlite_audit_path(given);
+    let file = if named_audit || (!beside.is_file() && given.is_file()) {
+        given.to_path_buf()
+    } else {
+        beside
+    };
+    anyhow::ensure!(
+        file.is_file(),
+        "no SQLite audit log at {} (nor a database at {path})",
+        file.display()
+    );
+    Ok(gateway::storage::Database::connect(&file.display().to_string(), 2).await?)
 }
 
 fn pki(command: PkiCommand) -> anyhow::Result<()> {

@@ -73,8 +73,12 @@ impl Application {
         }
         tracing::info!(version = %policies.version(), "policy set loaded");
         let subject_keys = Arc::new(subject_keys(&config.audit)?);
+        let audit_db = db
+            .open_audit(&config.database_url, config.sqlite_mmap_size)
+            .await
+            .context("opening the audit log's database")?;
         let audit = crate::audit::AuditWriter::spawn(
-            db.clone(),
+            audit_db.clone(),
             crate::audit::AuditConfig {
                 log_id: config.instance_id.clone(),
                 key_path: config.audit.signing_key.clone(),
@@ -110,6 +114,7 @@ impl Application {
                 .unwrap_or_else(|| Arc::new(RateLimits::new(&config.rate_limit))),
             config: Arc::new(config),
             db: db.clone(),
+            audit_db,
             registry,
             tls,
             metrics: Metrics::new(),
@@ -173,6 +178,7 @@ impl Application {
         reloader.abort();
         // A final signed checkpoint covers everything written.
         state.audit.shutdown().await;
+        state.audit_db.close().await;
         state.db.close().await;
         Ok(())
     }

@@ -850,3 +850,125 @@ async fn tampering_with_the_subject_watermark_is_named() {
     on_each_backend!(tamper_watermarks);
     on_each_backend!(lower_watermark);
 }
+
+/// A main SQLite file from before the audit log had a file of its own
+/// (its events in the main file's audit tables) has them moved into the
+/// audit file on the first open: every event and checkpoint arrives, the
+/// log verifies and resumes there, and the main file no longer has the
+/// tables. Opening again changes nothing.
+#[tokio::test]
+async fn an_audit_log_in_the_main_file_moves_into_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main_path = dir.path().join("gateway.db");
+    let main_url = main_path.display().to_string();
+    let main = Database::open(&main_url, 2).await.expect("open main");
+    // Written the old way: the audit writer on the main file.
+    let legacy = TestDb::wrap_sqlite(main.clone(), main_url.clone());
+    let w = fill(&legacy, "gw-old", 120).await;
+    w.checkpoint_now().await.expect("checkpoint").expect("new");
+    w.shutdown().await;
+
+    let audit = main
+        .open_audit(&main_url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
+        .await
+        .expect("open audit");
+    let report = verify(&audit, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(report.ok, "{:?}", report.first_problem);
+    assert_eq!(report.events, 120);
+    let Database::Sqlite(mp) = &main else {
+        unreachable!()
+    };
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE name LIKE 'audit%' AND type = 'table'",
+    )
+    .fetch_one(mp)
+    .await
+    .expect("tables");
+    assert_eq!(left, 0, "audit tables left in the main file");
+
+    // The writer resumes the moved chain in the audit file.
+    let moved = TestDb::wrap_sqlite(
+        audit.clone(),
+        gateway::storage::sqlite_audit_path(&main_path)
+            .display()
+            .to_string(),
+    );
+    let w = writer(&moved, "gw-old").await;
+    let r = w
+        .append(access(500, "education", None))
+        .await
+        .expect("append")
+        .expect("receipt");
+    assert_eq!(r.seq, 120);
+    w.shutdown().await;
+    audit.close().await;
+    let again = main
+        .open_audit(&main_url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
+        .await
+        .expect("open again");
+    let report = verify(&again, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(report.ok && report.events == 121, "{report:?}");
+    again.close().await;
+    main.close().await;
+}
+
+/// When the main file still holds an audit log and the audit file holds a
+/// different one, neither is guessed at: the start-up stops, naming both
+/// files and what differs, and both logs are left as they were.
+#[tokio::test]
+async fn two_disagreeing_audit_logs_stop_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main_path = dir.path().join("gateway.db");
+    let main_url = main_path.display().to_string();
+    let main = Database::open(&main_url, 2).await.expect("open main");
+    // An audit file with a log of its own…
+    let audit = main
+        .open_audit(&main_url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
+        .await
+        .expect("open audit");
+    let audit_url = gateway::storage::sqlite_audit_path(&main_path)
+        .display()
+        .to_string();
+    let w = fill(&TestDb::wrap_sqlite(audit.clone(), audit_url), "gw-new", 10).await;
+    w.shutdown().await;
+    audit.close().await;
+    // …and the old tables back in the main file, with another.
+    main.migrate().await.expect("migrate");
+    let Database::Sqlite(mp) = &main else {
+        unreachable!()
+    };
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version >= 4")
+        .execute(mp)
+        .await
+        .expect("forget");
+    main.migrate().await.expect("recreate the old audit tables");
+    let w = fill(
+        &TestDb::wrap_sqlite(main.clone(), main_url.clone()),
+        "gw-old",
+        7,
+    )
+    .await;
+    w.shutdown().await;
+
+    let err = main
+        .open_audit(&main_url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
+        .await
+        .expect_err("must refuse");
+    let text = err.to_string();
+    assert!(
+        text.contains("gateway.db")
+            && text.contains("gateway-audit.db")
+            && text.contains("audit_events: 7 rows in the main file, 10 in the audit file"),
+        "{text}"
+    );
+    let still: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(mp)
+        .await
+        .expect("main log kept");
+    assert_eq!(still, 7);
+    main.close().await;
+}

@@ -67,7 +67,7 @@ async fn every_2xx_answered_before_a_kill_has_its_event_after_restart() {
     child.wait().unwrap();
 
     let db = gateway::storage::Database::connect(
-        &format!("sqlite:{}", dir.path().join("gateway.db").display()),
+        &format!("sqlite:{}", dir.path().join("gateway-audit.db").display()),
         2,
     )
     .await

@@ -50,7 +50,7 @@ async fn unwritable_audit_store_means_503_and_no_data_then_recovery() {
 
         // Take the audit table away.
         exec(
-            &gw.state.db,
+            &gw.state.audit_db,
             "ALTER TABLE audit_events RENAME TO audit_events_away",
         )
         .await;
@@ -71,7 +71,7 @@ async fn unwritable_audit_store_means_503_and_no_data_then_recovery() {
 
         // Give it back: the writer recovers without a restart.
         exec(
-            &gw.state.db,
+            &gw.state.audit_db,
             "ALTER TABLE audit_events_away RENAME TO audit_events",
         )
         .await;

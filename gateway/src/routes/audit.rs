@@ -47,7 +47,7 @@ pub async fn events(
     Query(params): Query<FilterParams>,
 ) -> Result<Response, ApiError> {
     let (filter, cursor, limit) = params.parse(&state.subject_keys).map_err(audit_error)?;
-    let page = query::query(&state.db, &filter, cursor.as_ref(), limit)
+    let page = query::query(&state.audit_db, &filter, cursor.as_ref(), limit)
         .await
         .map_err(audit_error)?;
     Ok(Json(page).into_response())
@@ -86,7 +86,7 @@ pub async fn export(
     ))
     .map_err(|e| ApiError::bad_request("bad_parameter", e.to_string()))?;
     let (filter, _, _) = params.parse(&state.subject_keys).map_err(audit_error)?;
-    let stream = query::export_stream(state.db.clone(), filter, format);
+    let stream = query::export_stream(state.audit_db.clone(), filter, format);
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -100,7 +100,7 @@ pub async fn verify(
     State(state): State<AppState>,
     _auditor: Require<Auditor>,
 ) -> Result<Response, ApiError> {
-    let report = crate::audit::verify(&state.db, VerifyOptions::default())
+    let report = crate::audit::verify(&state.audit_db, VerifyOptions::default())
         .await
         .map_err(audit_error)?;
     let status = if report.ok {
@@ -117,7 +117,7 @@ pub async fn proof(
     _auditor: Require<Auditor>,
     Path(event_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let proof = crate::audit::proofs::inclusion_proof(&state.db, &event_id)
+    let proof = crate::audit::proofs::inclusion_proof(&state.audit_db, &event_id)
         .await
         .map_err(audit_error)?;
     Ok(Json(proof).into_response())
@@ -137,7 +137,7 @@ pub async fn consistency(
     _auditor: Require<Auditor>,
     Query(p): Query<ConsistencyParams>,
 ) -> Result<Response, ApiError> {
-    let proof = crate::audit::proofs::consistency_proof(&state.db, &p.log, p.first, p.second)
+    let proof = crate::audit::proofs::consistency_proof(&state.audit_db, &p.log, p.first, p.second)
         .await
         .map_err(audit_error)?;
     Ok(Json(proof).into_response())
@@ -155,7 +155,7 @@ pub async fn checkpoints(
     _auditor: Require<Auditor>,
     Query(p): Query<CheckpointParams>,
 ) -> Result<Response, ApiError> {
-    let export = crate::audit::proofs::export_checkpoints(&state.db, p.log.as_deref())
+    let export = crate::audit::proofs::export_checkpoints(&state.audit_db, p.log.as_deref())
         .await
         .map_err(audit_error)?;
     Ok(Json(export).into_response())
@@ -194,23 +194,28 @@ pub async fn report(
     };
     let body = match report.as_str() {
         "per-department-day" => json!(
-            query::accesses_per_department_per_day(&state.db, from, to, CST_OFFSET_SECS)
+            query::accesses_per_department_per_day(&state.audit_db, from, to, CST_OFFSET_SECS)
                 .await
                 .map_err(audit_error)?
         ),
         "denials" => json!(
-            query::denials(&state.db, from, to)
+            query::denials(&state.audit_db, from, to)
                 .await
                 .map_err(audit_error)?
         ),
         "most-accessed" => json!(
-            query::most_accessed_subjects(&state.db, from, to, p.limit.unwrap_or(20).min(1000))
-                .await
-                .map_err(audit_error)?
+            query::most_accessed_subjects(
+                &state.audit_db,
+                from,
+                to,
+                p.limit.unwrap_or(20).min(1000)
+            )
+            .await
+            .map_err(audit_error)?
         ),
         "anomalies" => json!(
             query::volume_anomalies(
-                &state.db,
+                &state.audit_db,
                 to - 1,
                 p.baseline_days.unwrap_or(28).clamp(1, 366),
                 CST_OFFSET_SECS
@@ -252,7 +257,7 @@ pub async fn person_report(
             .transpose()
             .map_err(audit_error)?;
     let report =
-        crate::audit::proofs::subject_report(&state.db, &state.subject_keys, &id, from, to)
+        crate::audit::proofs::subject_report(&state.audit_db, &state.subject_keys, &id, from, to)
             .await
             .map_err(audit_error)?;
     Ok(Json(report).into_response())

@@ -24,13 +24,33 @@ impl TestDb {
     pub async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("tempdir");
         let path: PathBuf = dir.path().join("gateway.db");
-        let url = path.display().to_string();
-        let db = Database::open(&url, 4).await.expect("open sqlite");
+        let main_url = path.display().to_string();
+        let main = Database::open(&main_url, 2).await.expect("open sqlite");
+        // The audit log's own file, as the gateway opens it.
+        let db = main
+            .open_audit(&main_url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
+            .await
+            .expect("open the audit file");
+        main.close().await;
+        let url = gateway::storage::sqlite_audit_path(&path)
+            .display()
+            .to_string();
         TestDb {
             db,
             url,
             name: "sqlite",
             _dir: Some(dir),
+            pg_admin: None,
+        }
+    }
+
+    /// An SQLite store opened elsewhere (`url`: its file).
+    pub fn wrap_sqlite(db: Database, url: String) -> TestDb {
+        TestDb {
+            db,
+            url,
+            name: "sqlite",
+            _dir: None,
             pg_admin: None,
         }
     }
