@@ -851,6 +851,13 @@ async fn tampering_with_the_subject_watermark_is_named() {
     on_each_backend!(lower_watermark);
 }
 
+/// The audit store of the SQLite database `main` at `url`, as the gateway
+/// opens it.
+async fn audit_of(main: &Database, url: &str) -> Result<Database, gateway::storage::StorageError> {
+    main.open_audit(url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
+        .await
+}
+
 /// A main SQLite file from before the audit log had a file of its own
 /// (its events in the main file's audit tables) has them moved into the
 /// audit file on the first open: every event and checkpoint arrives, the
@@ -868,10 +875,7 @@ async fn an_audit_log_in_the_main_file_moves_into_its_own() {
     w.checkpoint_now().await.expect("checkpoint").expect("new");
     w.shutdown().await;
 
-    let audit = main
-        .open_audit(&main_url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
-        .await
-        .expect("open audit");
+    let audit = audit_of(&main, &main_url).await.expect("open audit");
     let report = verify(&audit, VerifyOptions::default())
         .await
         .expect("verify");
@@ -904,10 +908,7 @@ async fn an_audit_log_in_the_main_file_moves_into_its_own() {
     assert_eq!(r.seq, 120);
     w.shutdown().await;
     audit.close().await;
-    let again = main
-        .open_audit(&main_url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
-        .await
-        .expect("open again");
+    let again = audit_of(&main, &main_url).await.expect("open again");
     let report = verify(&again, VerifyOptions::default())
         .await
         .expect("verify");
@@ -926,10 +927,7 @@ async fn two_disagreeing_audit_logs_stop_the_start() {
     let main_url = main_path.display().to_string();
     let main = Database::open(&main_url, 2).await.expect("open main");
     // An audit file with a log of its own…
-    let audit = main
-        .open_audit(&main_url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
-        .await
-        .expect("open audit");
+    let audit = audit_of(&main, &main_url).await.expect("open audit");
     let audit_url = gateway::storage::sqlite_audit_path(&main_path)
         .display()
         .to_string();
@@ -954,10 +952,7 @@ async fn two_disagreeing_audit_logs_stop_the_start() {
     .await;
     w.shutdown().await;
 
-    let err = main
-        .open_audit(&main_url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
-        .await
-        .expect_err("must refuse");
+    let err = audit_of(&main, &main_url).await.expect_err("must refuse");
     let text = err.to_string();
     assert!(
         text.contains("gateway.db")

@@ -335,7 +335,9 @@ async fn copy_legacy_audit(
     conn: &mut sqlx::SqliteConnection,
 ) -> Result<Result<i64, String>, StorageError> {
     let count = |db: &str, table: &str| format!("SELECT count(*) FROM {db}.{table}");
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // IMMEDIATE: two instances starting on one file take turns; the second
+    // finds the log copied.
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
     let mut counts = Vec::new();
     for table in ["audit_logs", "audit_events", "audit_checkpoints"] {
         let here: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("main", table)))
