@@ -967,3 +967,71 @@ async fn two_disagreeing_audit_logs_stop_the_start() {
     assert_eq!(still, 7);
     main.close().await;
 }
+
+/// `gateway audit verify --database` finds the log from whichever file it
+/// is given: the gateway's database (reading the audit file beside it), the
+/// audit file itself, or an old single file with the log inside. Tampering
+/// fails it through either name; a path with nothing there is named.
+#[tokio::test]
+async fn the_verify_command_finds_the_audit_log_from_either_file() {
+    let run = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["audit", "verify", "--database"])
+            .arg(path)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run gateway")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main_path = dir.path().join("gateway.db");
+    let main_url = main_path.display().to_string();
+    let main = Database::open(&main_url, 2).await.expect("open main");
+    let audit_path = gateway::storage::sqlite_audit_path(&main_path);
+    let audit = TestDb::wrap_sqlite(
+        audit_of(&main, &main_url).await.expect("open audit"),
+        audit_path.display().to_string(),
+    );
+    fill(&audit, "gw-a", 30).await.shutdown().await;
+    for path in [&main_path, &audit_path] {
+        let out = run(path);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("\"events\": 30"),
+            "{}: {stdout}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    audit.drop_guards().await;
+    audit
+        .exec("UPDATE audit_events SET status = 500 WHERE seq = 3")
+        .await;
+    for path in [&main_path, &audit_path] {
+        assert!(!run(path).status.success(), "{}", path.display());
+    }
+
+    // A file from before the split: its own audit log, nothing beside it.
+    let old_path = dir.path().join("old.db");
+    let old_url = old_path.display().to_string();
+    let old = Database::open(&old_url, 2).await.expect("open old");
+    fill(&TestDb::wrap_sqlite(old.clone(), old_url), "gw-old", 12)
+        .await
+        .shutdown()
+        .await;
+    let out = run(&old_path);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"events\": 12"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run(&dir.path().join("missing.db"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no SQLite audit log at"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    old.close().await;
+    main.close().await;
+}
