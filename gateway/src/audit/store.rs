@@ -9,7 +9,8 @@ use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
 use super::merkle::{Frontier, Hash};
 use super::record::Record;
-use crate::storage::Database;
+use crate::storage::{Database, StorageError};
+use sqlx::SqlitePool;
 
 /// A record with its hashes, ready to insert or as read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -570,4 +571,125 @@ pub async fn index_subjects(db: &Database, log_id: &str) -> Result<u64, AuditErr
         Database::Sqlite(p) => run!(p, Sqlite),
         Database::Postgres(p) => run!(p, Postgres),
     }
+}
+
+/// The audit log's tables with their columns, in the order
+/// [`move_legacy_sqlite`] copies them.
+const AUDIT_TABLES: [(&str, &str); 5] = [
+    ("audit_logs", "log_id, created_ms, public_key"),
+    ("audit_events", EVENT_COLUMNS),
+    ("audit_event_subjects", "subject, log_id, seq"),
+    (
+        "audit_checkpoints",
+        "log_id, tree_size, root, time_ms, public_key, signature, frontier",
+    ),
+    ("audit_subject_watermarks", "log_id, indexed_to"),
+];
+
+/// Moves an audit log written into the main SQLite file (before the audit
+/// file existed) into the audit file, then drops the tables from the main
+/// file. Copying happens in one transaction of the audit file and only into
+/// an empty audit log; a crash between the copy and the drop leaves both
+/// with the same events, which the next start recognises and finishes.
+pub(crate) async fn move_legacy_sqlite(
+    main: &SqlitePool,
+    audit: &SqlitePool,
+    main_path: &str,
+    audit_path: &str,
+) -> Result<(), StorageError> {
+    let legacy: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
+    )
+    .fetch_optional(main)
+    .await?;
+    if legacy.is_none() {
+        return Ok(());
+    }
+    let problem = |problem: String| StorageError::AuditMove {
+        main: main_path.to_owned(),
+        audit: audit_path.to_owned(),
+        problem,
+    };
+    let mut conn = audit.acquire().await?;
+    sqlx::query("ATTACH DATABASE ?1 AS legacy")
+        .bind(main_path)
+        .execute(&mut *conn)
+        .await?;
+    let copied = copy_legacy_audit(&mut conn).await;
+    let detached = sqlx::query("DETACH DATABASE legacy")
+        .execute(&mut *conn)
+        .await;
+    if copied.is_err() || detached.is_err() {
+        // Not back into the pool with the main file still attached.
+        let _ = conn.close().await;
+    }
+    match copied? {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(events = n, "moved the audit log into its own file"),
+        Err(p) => return Err(problem(p)),
+    }
+    detached?;
+    let mut tx = main.begin().await?;
+    for (table, _) in AUDIT_TABLES.iter().rev() {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The copy of [`move_legacy_sqlite`], on a connection with the main file
+/// attached as `legacy`: `Ok(Ok(events copied))`, or `Ok(Err(why not))`
+/// when the two files disagree.
+async fn copy_legacy_audit(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<Result<i64, String>, StorageError> {
+    let count = |db: &str, table: &str| format!("SELECT count(*) FROM {db}.{table}");
+    // IMMEDIATE: two instances starting on one file take turns; the second
+    // finds the log copied.
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+    let mut counts = Vec::new();
+    for table in ["audit_logs", "audit_events", "audit_checkpoints"] {
+        let here: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("main", table)))
+            .fetch_one(&mut *tx)
+            .await?;
+        let there: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("legacy", table)))
+            .fetch_one(&mut *tx)
+            .await?;
+        counts.push((table, here, there));
+    }
+    let (_, logs_here, logs_there) = counts[0];
+    if logs_there == 0 {
+        tx.rollback().await?;
+        return Ok(Ok(0));
+    }
+    if logs_here > 0 {
+        tx.rollback().await?;
+        // Copied before, and the drop did not happen: fine if identical.
+        let differ: Vec<String> = counts
+            .iter()
+            .filter(|(_, here, there)| here != there)
+            .map(|(t, here, there)| {
+                format!("{t}: {there} rows in the main file, {here} in the audit file")
+            })
+            .collect();
+        return Ok(if differ.is_empty() {
+            Ok(0)
+        } else {
+            Err(format!(
+                "both files hold an audit log and they differ ({}); keep the right one and move the other away",
+                differ.join("; ")
+            ))
+        });
+    }
+    for (table, columns) in AUDIT_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO main.{table} ({columns}) SELECT {columns} FROM legacy.{table}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(counts[1].2))
 }

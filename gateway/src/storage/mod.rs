@@ -68,23 +68,6 @@ static SQLITE_AUDIT_MIGRATIONS: sqlx::migrate::Migrator =
 /// queries and verification.
 const AUDIT_POOL_CONNECTIONS: u32 = 4;
 
-/// The audit log's tables with their columns, in the order they are copied
-/// when an older main file still holds them.
-const AUDIT_TABLES: [(&str, &str); 5] = [
-    ("audit_logs", "log_id, created_ms, public_key"),
-    (
-        "audit_events",
-        "log_id, seq, event_id, time_ms, kind, department, client_id, datasets, purpose, \
-         decision, status, subjects, body, leaf_hash, prev_hash, hash",
-    ),
-    ("audit_event_subjects", "subject, log_id, seq"),
-    (
-        "audit_checkpoints",
-        "log_id, tree_size, root, time_ms, public_key, signature, frontier",
-    ),
-    ("audit_subject_watermarks", "log_id, indexed_to"),
-];
-
 /// The file path of an SQLite database URL (`sqlite:PATH`, `sqlite://PATH`
 /// or a plain path); `None` for PostgreSQL URLs.
 pub fn sqlite_path(url: &str) -> Option<&str> {
@@ -228,7 +211,7 @@ impl Database {
             Self::connect_with(&audit_path, AUDIT_POOL_CONNECTIONS, sqlite_mmap_size).await?;
         if let Database::Sqlite(a) = &audit {
             SQLITE_AUDIT_MIGRATIONS.run(a).await?;
-            move_legacy_audit(main, a, path, &audit_path).await?;
+            crate::audit::store::move_legacy_sqlite(main, a, path, &audit_path).await?;
         }
         Ok(audit)
     }
@@ -277,108 +260,4 @@ impl Database {
             Database::Postgres(p) => p.close().await,
         }
     }
-}
-
-/// Moves an audit log written into the main SQLite file (before the audit
-/// file existed) into the audit file, then drops the tables from the main
-/// file. Copying happens in one transaction of the audit file and only into
-/// an empty audit log; a crash between the copy and the drop leaves both
-/// with the same events, which the next start recognises and finishes.
-async fn move_legacy_audit(
-    main: &SqlitePool,
-    audit: &SqlitePool,
-    main_path: &str,
-    audit_path: &str,
-) -> Result<(), StorageError> {
-    let legacy: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
-    )
-    .fetch_optional(main)
-    .await?;
-    if legacy.is_none() {
-        return Ok(());
-    }
-    let problem = |problem: String| StorageError::AuditMove {
-        main: main_path.to_owned(),
-        audit: audit_path.to_owned(),
-        problem,
-    };
-    let mut conn = audit.acquire().await?;
-    sqlx::query("ATTACH DATABASE ?1 AS legacy")
-        .bind(main_path)
-        .execute(&mut *conn)
-        .await?;
-    let copied = copy_legacy_audit(&mut conn).await;
-    sqlx::query("DETACH DATABASE legacy")
-        .execute(&mut *conn)
-        .await?;
-    drop(conn);
-    match copied? {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(events = n, "moved the audit log into its own file"),
-        Err(p) => return Err(problem(p)),
-    }
-    let mut tx = main.begin().await?;
-    for (table, _) in AUDIT_TABLES.iter().rev() {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// The copy of [`move_legacy_audit`], on a connection with the main file
-/// attached as `legacy`: `Ok(Ok(events copied))`, or `Ok(Err(why not))`
-/// when the two files disagree.
-async fn copy_legacy_audit(
-    conn: &mut sqlx::SqliteConnection,
-) -> Result<Result<i64, String>, StorageError> {
-    let count = |db: &str, table: &str| format!("SELECT count(*) FROM {db}.{table}");
-    // IMMEDIATE: two instances starting on one file take turns; the second
-    // finds the log copied.
-    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-    let mut counts = Vec::new();
-    for table in ["audit_logs", "audit_events", "audit_checkpoints"] {
-        let here: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("main", table)))
-            .fetch_one(&mut *tx)
-            .await?;
-        let there: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("legacy", table)))
-            .fetch_one(&mut *tx)
-            .await?;
-        counts.push((table, here, there));
-    }
-    let (_, logs_here, logs_there) = counts[0];
-    if logs_there == 0 {
-        tx.rollback().await?;
-        return Ok(Ok(0));
-    }
-    if logs_here > 0 {
-        tx.rollback().await?;
-        // Copied before, and the drop did not happen: fine if identical.
-        let differ: Vec<String> = counts
-            .iter()
-            .filter(|(_, here, there)| here != there)
-            .map(|(t, here, there)| {
-                format!("{t}: {there} rows in the main file, {here} in the audit file")
-            })
-            .collect();
-        return Ok(if differ.is_empty() {
-            Ok(0)
-        } else {
-            Err(format!(
-                "both files hold an audit log and they differ ({}); keep the right one and move the other away",
-                differ.join("; ")
-            ))
-        });
-    }
-    for (table, columns) in AUDIT_TABLES {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO main.{table} ({columns}) SELECT {columns} FROM legacy.{table}"
-        )))
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(Ok(counts[1].2))
 }
