@@ -205,7 +205,9 @@ async fn match_answers_every_input_in_order() {
         let records = enrolments();
         publish(&gw, &records).await;
         let (_, id) = active_member(&records);
-        let ids = json!({"ids": [id, "not-an-id", "11010519491231002X", id.to_lowercase()]});
+        // Entries that are not strings are reported on their own lines too.
+        let ids = json!({"ids": [id, "not-an-id", "11010519491231002X", id.to_lowercase(),
+                                 42, null, {"id": id}, [id]]});
         let r = gw
             .client("education")
             .post(gw.url("/v1/match"))
@@ -222,16 +224,28 @@ async fn match_answers_every_input_in_order() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 8, "{text}");
         let statuses: Vec<&str> = lines
             .iter()
             .map(|l| l["status"].as_str().unwrap())
             .collect();
         assert_eq!(
             statuses,
-            ["match", "invalid", "no_record", "match"],
+            [
+                "match",
+                "invalid",
+                "no_record",
+                "match",
+                "invalid",
+                "invalid",
+                "invalid",
+                "invalid"
+            ],
             "{text}"
         );
+        for l in &lines[4..] {
+            assert_eq!(l["error"], "expected an ID number as a string", "{l}");
+        }
         for (i, l) in lines.iter().enumerate() {
             assert_eq!(l["index"], i);
         }

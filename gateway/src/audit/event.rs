@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -251,7 +252,13 @@ impl SubjectKeys {
 
     fn mac(version: u32, key: &hmac::Key, id: &IdNumber) -> SubjectRef {
         let tag = hmac::sign(key, id.as_str().as_bytes());
-        SubjectRef(format!("v{version}:{}", hex::encode(tag.as_ref())))
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(tag.as_ref(), &mut hex);
+        let mut s = String::with_capacity(76);
+        let _ = write!(s, "v{version}:");
+        s.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+        SubjectRef(s)
     }
 
     /// The subject reference under the current key.
@@ -545,16 +552,29 @@ impl AuditEventBuilder {
 
     /// Adds data subjects (each once; at most [`MAX_SUBJECTS`]).
     pub fn subjects(mut self, subjects: impl IntoIterator<Item = SubjectRef>) -> Self {
+        // A match names up to 100,000 subjects: deduplicated by borrowing,
+        // not by cloning each reference into a set.
         let list = &mut self.0.subjects;
-        let mut seen: std::collections::HashSet<SubjectRef> = list.iter().cloned().collect();
-        for s in subjects {
-            if list.len() >= MAX_SUBJECTS {
-                break;
-            }
-            if seen.insert(s.clone()) {
-                list.push(s);
-            }
-        }
+        let incoming: Vec<SubjectRef> = subjects.into_iter().collect();
+        let keep: Vec<bool> = {
+            let mut seen: std::collections::HashSet<&str> =
+                list.iter().map(SubjectRef::as_str).collect();
+            let mut room = MAX_SUBJECTS.saturating_sub(list.len());
+            incoming
+                .iter()
+                .map(|s| {
+                    let kept = room > 0 && seen.insert(s.as_str());
+                    room -= usize::from(kept);
+                    kept
+                })
+                .collect()
+        };
+        list.extend(
+            incoming
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(s, kept)| kept.then_some(s)),
+        );
         self
     }
 

@@ -298,7 +298,68 @@ pub async fn person(
 
 #[derive(Deserialize)]
 struct MatchBody {
-    ids: Vec<Value>,
+    ids: Vec<MatchEntry>,
+}
+
+/// One input of a match, parsed as it is read: an ID number, or why the
+/// entry is not one (reported on its own line; the batch goes on).
+struct MatchEntry(Result<IdNumber, String>);
+
+impl MatchEntry {
+    fn of_str(s: &str) -> MatchEntry {
+        MatchEntry(IdNumber::parse(s).map_err(|e| e.to_string()))
+    }
+    fn not_a_string() -> MatchEntry {
+        MatchEntry(Err("expected an ID number as a string".into()))
+    }
+}
+
+impl<'de> Deserialize<'de> for MatchEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = MatchEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an ID number")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<MatchEntry, E> {
+                Ok(MatchEntry::of_str(s))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<MatchEntry, E> {
+                Ok(MatchEntry::not_a_string())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<MatchEntry, E> {
+                Ok(MatchEntry::not_a_string())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<MatchEntry, E> {
+                Ok(MatchEntry::not_a_string())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<MatchEntry, E> {
+                Ok(MatchEntry::not_a_string())
+            }
+            fn visit_unit<E>(self) -> Result<MatchEntry, E> {
+                Ok(MatchEntry::not_a_string())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MatchEntry, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(MatchEntry::not_a_string())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MatchEntry, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(MatchEntry::not_a_string())
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// `POST /v1/match`: `{"ids": [...]}` or NDJSON (one ID string per line).
@@ -320,7 +381,7 @@ pub async fn match_ids(
         .trim()
         .to_ascii_lowercase();
     let bytes = super::records::read_body(&state, body).await?;
-    let inputs: Vec<Value> = match ct.as_str() {
+    let inputs: Vec<MatchEntry> = match ct.as_str() {
         "application/json" => {
             let b: MatchBody =
                 serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
@@ -341,12 +402,13 @@ pub async fn match_ids(
                 if line.is_empty() {
                     continue;
                 }
-                let item =
-                    serde_json::from_slice::<Value>(line).map_err(|_| ApiError::BadRequest {
+                let item = serde_json::from_slice::<MatchEntry>(line).map_err(|_| {
+                    ApiError::BadRequest {
                         code: "malformed_json",
                         message: format!("line {} is not a JSON string", i + 1),
                         path: None,
-                    })?;
+                    }
+                })?;
                 v.push(item);
             }
             v
@@ -371,15 +433,7 @@ pub async fn match_ids(
     let decisions = Arc::new(decisions_for(&state, &set, &caller, &purpose, now).await?);
     // Parse every entry; invalid ones get their own line and do not fail
     // the batch.
-    let entries: Vec<Result<IdNumber, String>> = inputs
-        .iter()
-        .map(|v| match v.as_str().map(IdNumber::parse) {
-            Some(Ok(id)) => Ok(id),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err("expected an ID number as a string".into()),
-        })
-        .collect();
-    drop(inputs);
+    let entries: Vec<Result<IdNumber, String>> = inputs.into_iter().map(|e| e.0).collect();
     let valid: Vec<IdNumber> = entries.iter().filter_map(|e| e.clone().ok()).collect();
     // The event lists every queried person and the fields the plans grant;
     // it is durable before the first line is sent.
@@ -421,6 +475,10 @@ pub async fn match_ids(
         })
         .filter_map(|()| async { None::<Result<Bytes, std::io::Error>> })
     };
+    // The lookups were spawned from this task, into the one slot of this
+    // worker that other workers cannot steal from; yield once so they start
+    // before this task goes on to compute and commit the access event.
+    tokio::task::yield_now().await;
     let stream = lines.chain(completion);
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
@@ -480,13 +538,21 @@ fn audit_detail(
 const MATCH_CHUNK: usize = 2_000;
 
 /// Chunks in flight at once: while one is rendered, the next is queried,
-/// and each core renders one. Bounds memory to a few chunks of lines.
+/// and each core renders one. With as many finished chunks waiting to be
+/// sent, memory is bounded to twice this many chunks of lines.
 const MATCH_IN_FLIGHT: usize = 3;
 
 /// The NDJSON lines of a match, in input order: each chunk of entries is
 /// looked up and rendered by its own task, [`MATCH_IN_FLIGHT`] at a time,
 /// and the chunks are yielded in order. The first failure ends the stream
 /// (the client sees a truncated body, never a wrong one).
+///
+/// The work starts at once, on a task of its own, while the access event is
+/// still being made durable: the lines wait in a channel of
+/// [`MATCH_IN_FLIGHT`] chunks until the response body is read, which the
+/// audit layer allows only once the event is committed. If the event cannot
+/// be written the response (and with it the channel's receiver) is dropped,
+/// the task's next send fails and it stops: nothing computed early is sent.
 fn match_lines(
     store: crate::records::RecordStore,
     entries: Vec<Result<IdNumber, String>>,
@@ -502,7 +568,7 @@ fn match_lines(
         chunks.push(entries.by_ref().take(MATCH_CHUNK).collect::<Vec<_>>());
     }
     let caller = Arc::new(caller);
-    futures_util::stream::iter(chunks)
+    let mut rendered = futures_util::stream::iter(chunks)
         .map(move |chunk| {
             let store = store.clone();
             let datasets = datasets.clone();
@@ -532,7 +598,19 @@ fn match_lines(
                 tracing::error!(error = %e, "match task failed");
                 Err(std::io::Error::other("match failed"))
             }
-        })
+        });
+    let (tx, rx) = tokio::sync::mpsc::channel(MATCH_IN_FLIGHT);
+    tokio::spawn(async move {
+        while let Some(item) = rendered.next().await {
+            let failed = item.is_err();
+            // A closed channel: the response was dropped (audit failure or
+            // client gone); stop querying.
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// The lines of one chunk and the number of records they disclose; `found`
