@@ -464,57 +464,210 @@ fn write_node(
     path: &mut String,
     out: &mut Vec<u8>,
 ) -> Result<(), EvalError> {
-    let field_error = |path: &String, reason| EvalError::Field {
-        path: path.clone(),
+    match node {
+        PNode::Leaf { treatment, kind } => write_leaf(treatment, *kind, v, ctx, path, out),
+        PNode::Obj(_) | PNode::Arr(_) => write_nested(node, v.get(), ctx, path, out),
+    }
+}
+
+fn write_leaf(
+    treatment: &Treatment,
+    kind: FieldKind,
+    v: &RawValue,
+    ctx: &TreatCtx<'_>,
+    path: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), EvalError> {
+    let field_error = |reason| EvalError::Field {
+        path: path.to_owned(),
         reason,
     };
+    if matches!(first_byte(v), b'{' | b'[') {
+        return Err(field_error(TreatError::NotScalar));
+    }
     let text = v.get();
-    match node {
-        PNode::Leaf { treatment, kind } => {
-            if matches!(first_byte(v), b'{' | b'[') {
-                return Err(field_error(path, TreatError::NotScalar));
-            }
-            if *treatment == Treatment::Clear {
-                // Stored text is canonical JSON, written as serde_json
-                // writes it: copying equals parsing and re-serialising.
-                out.extend_from_slice(text.as_bytes());
-            } else {
-                let value: Value =
-                    serde_json::from_str(text).map_err(|_| EvalError::Structure(path.clone()))?;
-                let treated =
-                    treat(treatment, *kind, &value, ctx).map_err(|r| field_error(path, r))?;
-                write_json(out, &treated);
-            }
-        }
-        PNode::Obj(entries) => match first_byte(v) {
-            b'n' => out.extend_from_slice(b"null"),
-            b'{' => {
-                let members =
-                    Members::parse(text).ok_or_else(|| EvalError::Structure(path.clone()))?;
-                write_obj(entries, &members, ctx, path, out)?;
-            }
-            _ => return Err(EvalError::Structure(path.clone())),
-        },
-        PNode::Arr(elem) => match first_byte(v) {
-            b'n' => out.extend_from_slice(b"null"),
-            b'[' => {
-                let items: Vec<&RawValue> =
-                    serde_json::from_str(text).map_err(|_| EvalError::Structure(path.clone()))?;
-                path.push_str("[]");
-                out.push(b'[');
-                for (i, x) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write_node(elem, x, ctx, path, out)?;
-                }
-                out.push(b']');
-                path.truncate(path.len() - 2);
-            }
-            _ => return Err(EvalError::Structure(path.clone())),
-        },
+    if *treatment == Treatment::Clear {
+        // Stored text is canonical JSON, written as serde_json writes it:
+        // copying equals parsing and re-serialising.
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        let value: Value =
+            serde_json::from_str(text).map_err(|_| EvalError::Structure(path.to_owned()))?;
+        let treated = treat(treatment, kind, &value, ctx).map_err(field_error)?;
+        write_json(out, &treated);
     }
     Ok(())
+}
+
+/// Writes the view of a granted object or array (`text`) in one pass over
+/// it: members the plan does not name are skipped as they are read, granted
+/// ones written as they come (in the text's order, which for stored
+/// canonical text is the tree's sorted order), arrays element by element.
+/// Nothing is split into intermediate lists first.
+fn write_nested(
+    node: &PNode,
+    text: &str,
+    ctx: &TreatCtx<'_>,
+    path: &mut String,
+    out: &mut Vec<u8>,
+) -> Result<(), EvalError> {
+    use serde::de::DeserializeSeed;
+    let mut walk = Walk {
+        ctx,
+        path,
+        out,
+        failure: None,
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let done = Seed {
+        node,
+        walk: &mut walk,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    match (done, walk.failure) {
+        (_, Some(e)) => Err(e),
+        (Ok(()), None) => Ok(()),
+        (Err(_), None) => Err(EvalError::Structure(walk.path.clone())),
+    }
+}
+
+/// The state of [`write_nested`]'s walk. A plan error met inside the
+/// deserializer is kept in `failure` (serde's error type cannot carry it)
+/// and the walk aborted.
+struct Walk<'w, 'c> {
+    ctx: &'w TreatCtx<'c>,
+    path: &'w mut String,
+    out: &'w mut Vec<u8>,
+    failure: Option<EvalError>,
+}
+
+impl Walk<'_, '_> {
+    fn fail<E: serde::de::Error>(&mut self, e: EvalError) -> E {
+        self.failure.get_or_insert(e);
+        E::custom("the record does not fit the plan")
+    }
+
+    fn structure<E: serde::de::Error>(&mut self) -> E {
+        let path = self.path.clone();
+        self.fail(EvalError::Structure(path))
+    }
+}
+
+/// One plan node applied to the value the deserializer is at.
+struct Seed<'a, 'w, 'c> {
+    node: &'a PNode,
+    walk: &'a mut Walk<'w, 'c>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Seed<'_, '_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.node {
+            PNode::Leaf { treatment, kind } => {
+                let raw: &'de RawValue = serde::Deserialize::deserialize(d)?;
+                let w = self.walk;
+                write_leaf(treatment, *kind, raw, w.ctx, w.path, w.out).map_err(|e| w.fail(e))
+            }
+            PNode::Obj(_) | PNode::Arr(_) => d.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Seed<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object, an array or null")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.walk.out.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(self.walk.structure())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(self.walk.structure())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(self.walk.structure())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(self.walk.structure())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(self.walk.structure())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let PNode::Obj(entries) = self.node else {
+            return Err(self.walk.structure());
+        };
+        let w = self.walk;
+        w.out.push(b'{');
+        let mut first = true;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let Ok(i) = entries.binary_search_by(|(n, _)| n.as_str().cmp(&key.0)) else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            };
+            let (name, node) = &entries[i];
+            if !first {
+                w.out.push(b',');
+            }
+            first = false;
+            write_json(w.out, name);
+            w.out.push(b':');
+            let len = w.path.len();
+            if !w.path.is_empty() {
+                w.path.push('.');
+            }
+            w.path.push_str(name);
+            map.next_value_seed(Seed {
+                node,
+                walk: &mut *w,
+            })?;
+            w.path.truncate(len);
+        }
+        w.out.push(b'}');
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let PNode::Arr(elem) = self.node else {
+            return Err(self.walk.structure());
+        };
+        let w = self.walk;
+        w.path.push_str("[]");
+        w.out.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = w.out.len();
+            if !first {
+                w.out.push(b',');
+            }
+            let next = seq.next_element_seed(Seed {
+                node: elem,
+                walk: &mut *w,
+            })?;
+            if next.is_none() {
+                w.out.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        w.out.push(b']');
+        w.path.truncate(w.path.len() - 2);
+        Ok(())
+    }
 }
 
 /// Serialises a string or value into `out` (cannot fail into a `Vec`).
@@ -538,7 +691,7 @@ pub(crate) fn segments(path: &str) -> Vec<String> {
 }
 
 /// Builds the tree from (path, treatment, kind) leaves; `Drop` leaves are left
-/// out. Leaves arrive in schema order, which the output keeps.
+/// out. Every object's entries are sorted by name ([`sort_tree`]).
 pub(crate) fn build_tree(leaves: &[(&str, &Treatment, FieldKind)]) -> Vec<(String, PNode)> {
     let mut root: Vec<(String, PNode)> = Vec::new();
     for (path, t, kind) in leaves {
@@ -547,7 +700,24 @@ pub(crate) fn build_tree(leaves: &[(&str, &Treatment, FieldKind)]) -> Vec<(Strin
         }
         insert(&mut root, &segments(path), t, *kind);
     }
+    sort_tree(&mut root);
     root
+}
+
+/// Orders every object's entries by name, as stored canonical text orders
+/// its keys: views list fields in that order, and a nested object's walk
+/// finds a member's node by binary search.
+fn sort_tree(entries: &mut [(String, PNode)]) {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, node) in entries.iter_mut() {
+        let mut node = node;
+        while let PNode::Arr(elem) = node {
+            node = elem;
+        }
+        if let PNode::Obj(inner) = node {
+            sort_tree(inner);
+        }
+    }
 }
 
 fn insert(entries: &mut Vec<(String, PNode)>, segs: &[String], t: &Treatment, kind: FieldKind) {
