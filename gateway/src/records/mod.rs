@@ -408,15 +408,23 @@ impl RecordStore {
         Ok(offset as u64)
     }
 
-    /// Refreshes the planner statistics after a bulk load (`ANALYZE` on
-    /// PostgreSQL, `PRAGMA optimize` on SQLite). Call once after seeding.
+    /// Readies the tables for reading after a bulk load. Call once after
+    /// seeding.
+    ///
+    /// PostgreSQL: `VACUUM (ANALYZE)`, as its manual advises after
+    /// populating a database: besides the planner statistics, it sets the
+    /// visibility map, without which every lookup in the subject index
+    /// visits the table too (index-only scans fetch the heap), and the hint
+    /// bits, which the first readers would otherwise write. SQLite:
+    /// `PRAGMA optimize`.
     pub async fn optimize(&self) -> Result<(), RecordsError> {
         match &self.db {
             Database::Sqlite(p) => {
                 sqlx::query("PRAGMA optimize").execute(p).await?;
             }
             Database::Postgres(p) => {
-                sqlx::query("ANALYZE records, record_versions, record_subjects")
+                // VACUUM cannot run inside a transaction: a plain statement.
+                sqlx::raw_sql("VACUUM (ANALYZE) records, record_versions, record_subjects")
                     .execute(p)
                     .await?;
             }
