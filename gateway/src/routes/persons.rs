@@ -533,10 +533,6 @@ fn audit_detail(
     detail
 }
 
-/// Input entries per chunk of a match: one set-based query, then the
-/// chunk's NDJSON lines rendered off the async workers.
-const MATCH_CHUNK: usize = 2_000;
-
 /// Chunks in flight at once: while one is rendered, the next is queried,
 /// and each core renders one. With as many finished chunks waiting to be
 /// sent, memory is bounded to twice this many chunks of lines.
@@ -562,10 +558,13 @@ fn match_lines(
     disclosed: Arc<AtomicU64>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let datasets: Arc<Vec<String>> = Arc::new(decisions.iter().map(|(d, _)| d.clone()).collect());
-    let mut chunks = Vec::with_capacity(entries.len().div_ceil(MATCH_CHUNK));
+    // Input entries per chunk: one set-based query, then the chunk's NDJSON
+    // lines rendered off the async workers.
+    let chunk_size = store.match_chunk_size();
+    let mut chunks = Vec::with_capacity(entries.len().div_ceil(chunk_size));
     let mut entries = entries.into_iter().enumerate().peekable();
     while entries.peek().is_some() {
-        chunks.push(entries.by_ref().take(MATCH_CHUNK).collect::<Vec<_>>());
+        chunks.push(entries.by_ref().take(chunk_size).collect::<Vec<_>>());
     }
     let caller = Arc::new(caller);
     let mut rendered = futures_util::stream::iter(chunks)
