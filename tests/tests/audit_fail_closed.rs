@@ -61,6 +61,22 @@ async fn unwritable_audit_store_means_503_and_no_data_then_recovery() {
             !body.contains("category"),
             "data disclosed while the audit log is down: {body}"
         );
+        // A batch match computes its lines while its event is being
+        // committed: none of them may leave when the commit fails.
+        let r = gw
+            .client("education")
+            .post(gw.url("/v1/match"))
+            .header("x-purpose", "student-aid")
+            .json(&serde_json::json!({"ids": [id, id]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "match, {}", db.name());
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains("category") && !body.contains("\"index\""),
+            "match lines disclosed while the audit log is down: {body}"
+        );
         let ready = gw
             .client("education")
             .get(gw.url("/readyz"))
