@@ -858,6 +858,35 @@ async fn audit_of(main: &Database, url: &str) -> Result<Database, gateway::stora
         .await
 }
 
+/// Two gateways starting at once on one fresh (or old) main file both
+/// open the audit file: whichever moves the old tables first, the other
+/// finds them gone and goes on, rather than failing on a table dropped
+/// under it.
+#[tokio::test]
+async fn two_starts_at_once_on_one_file_both_open_the_audit_log() {
+    for round in 0..12 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = dir.path().join("gateway.db").display().to_string();
+        // A fresh file: the main migrations still create the old, empty
+        // audit tables, which the first open moves and drops.
+        let a = Database::open(&url, 2).await.expect("open a");
+        let b = Database::open(&url, 2).await.expect("open b");
+        if round % 2 == 1 {
+            // And a file with an old log in it.
+            let w = fill(&TestDb::wrap_sqlite(a.clone(), url.clone()), "gw-old", 5).await;
+            w.shutdown().await;
+        }
+        let (ra, rb) = tokio::join!(audit_of(&a, &url), audit_of(&b, &url));
+        let ra = ra.unwrap_or_else(|e| panic!("round {round}, first: {e}"));
+        let rb = rb.unwrap_or_else(|e| panic!("round {round}, second: {e}"));
+        let report = verify(&ra, VerifyOptions::default()).await.expect("verify");
+        assert!(report.ok, "round {round}: {:?}", report.first_problem);
+        assert_eq!(report.events, if round % 2 == 1 { 5 } else { 0 });
+        ra.close().await;
+        rb.close().await;
+    }
+}
+
 /// A main SQLite file from before the audit log had a file of its own
 /// (its events in the main file's audit tables) has them moved into the
 /// audit file on the first open: every event and checkpoint arrives, the

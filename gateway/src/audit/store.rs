@@ -629,7 +629,11 @@ pub(crate) async fn move_legacy_sqlite(
         Err(p) => return Err(problem(p)),
     }
     detached?;
-    let mut tx = main.begin().await?;
+    // IMMEDIATE: a deferred transaction would read the schema first and
+    // then fail at once (SQLITE_BUSY, no waiting) if another instance
+    // dropped the tables in between.
+    let mut main_conn = main.acquire().await?;
+    let mut tx = sqlx::Connection::begin_with(&mut *main_conn, "BEGIN IMMEDIATE").await?;
     for (table, _) in AUDIT_TABLES.iter().rev() {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
             .execute(&mut *tx)
@@ -649,6 +653,18 @@ async fn copy_legacy_audit(
     // IMMEDIATE: two instances starting on one file take turns; the second
     // finds the log copied.
     let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+    // Looked at again inside the transaction: the other instance may have
+    // moved the log and dropped the old tables while this one waited.
+    let still_there: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM legacy.sqlite_master WHERE type = 'table' \
+         AND name IN ('audit_logs', 'audit_events', 'audit_checkpoints')",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if still_there < 3 {
+        tx.rollback().await?;
+        return Ok(Ok(0));
+    }
     let mut counts = Vec::new();
     for table in ["audit_logs", "audit_events", "audit_checkpoints"] {
         let here: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("main", table)))

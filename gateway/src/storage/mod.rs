@@ -41,6 +41,25 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// SQLite's "database is locked" (SQLITE_BUSY and its extended codes),
+    /// which it returns without waiting where waiting could deadlock.
+    fn is_sqlite_busy(&self) -> bool {
+        let db = match self {
+            StorageError::Sqlx(sqlx::Error::Database(db)) => db,
+            StorageError::Migrate(
+                sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db))
+                | sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::Database(db), _),
+            ) => db,
+            _ => return false,
+        };
+        // Primary code 5; extended codes keep it in the low byte.
+        db.code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| c & 0xff == 5)
+    }
+}
+
 /// Bytes of an SQLite database read through a memory map unless configured
 /// otherwise (`sqlite_mmap_size`): 1 GiB.
 pub const DEFAULT_SQLITE_MMAP_SIZE: u64 = 1 << 30;
@@ -93,6 +112,35 @@ pub fn sqlite_audit_path(main: &Path) -> PathBuf {
         name.push(ext);
     }
     main.with_file_name(name)
+}
+
+/// Runs `migrator` on an SQLite file, tolerating a second process doing
+/// the same at the same moment. sqlx takes no lock for SQLite (it does for
+/// PostgreSQL): two gateways starting on one fresh file both see migration
+/// N pending, and the slower one's fails (its transaction rolls back, so
+/// nothing is half-applied) on a table the faster one just created. The
+/// slower one looks again, a few times, and then finds every migration
+/// applied.
+async fn migrate_sqlite(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &SqlitePool,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    const ATTEMPTS: u32 = 8;
+    let mut attempt = 1;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(
+                e @ (sqlx::migrate::MigrateError::Execute(_)
+                | sqlx::migrate::MigrateError::ExecuteMigration(..)),
+            ) if attempt < ATTEMPTS => {
+                tracing::debug!(attempt, error = %e, "SQLite migration raced; looking again");
+                tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl Database {
@@ -163,7 +211,7 @@ impl Database {
     /// Applies the backend's migrations.
     pub async fn migrate(&self) -> Result<(), StorageError> {
         match self {
-            Database::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Database::Sqlite(p) => migrate_sqlite(&SQLITE_MIGRATIONS, p).await?,
             Database::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
         }
         Ok(())
@@ -207,13 +255,34 @@ impl Database {
             return Err(StorageError::AuditNeedsFile(url.to_owned()));
         }
         let audit_path = sqlite_audit_path(Path::new(path)).display().to_string();
-        let audit =
-            Self::connect_with(&audit_path, AUDIT_POOL_CONNECTIONS, sqlite_mmap_size).await?;
-        if let Database::Sqlite(a) = &audit {
-            SQLITE_AUDIT_MIGRATIONS.run(a).await?;
-            crate::audit::store::move_legacy_sqlite(main, a, path, &audit_path).await?;
+        // Every step is idempotent (see move_legacy_sqlite): a start that
+        // ran into another process creating the file or moving the log at
+        // the same moment (SQLite answers "locked" at once where waiting
+        // could deadlock) starts over, a few times.
+        const ATTEMPTS: u32 = 8;
+        let mut attempt = 1;
+        loop {
+            let opened = async {
+                let audit =
+                    Self::connect_with(&audit_path, AUDIT_POOL_CONNECTIONS, sqlite_mmap_size)
+                        .await?;
+                if let Database::Sqlite(a) = &audit {
+                    migrate_sqlite(&SQLITE_AUDIT_MIGRATIONS, a).await?;
+                    crate::audit::store::move_legacy_sqlite(main, a, path, &audit_path).await?;
+                }
+                Ok::<_, StorageError>(audit)
+            }
+            .await;
+            match opened {
+                Err(e) if attempt < ATTEMPTS && e.is_sqlite_busy() => {
+                    tracing::debug!(attempt, error = %e, "audit file busy at start-up; again");
+                    tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt)))
+                        .await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
         }
-        Ok(audit)
     }
 
     /// Which backend this is.
