@@ -431,8 +431,8 @@ pub async fn match_ids(
     }
     let now = OffsetDateTime::now_utc();
     let decisions = Arc::new(decisions_for(&state, &set, &caller, &purpose, now).await?);
-    // Parse every entry; invalid ones get their own line and do not fail
-    // the batch.
+    // Each entry was parsed as the body was read; invalid ones get their
+    // own line and do not fail the batch.
     let entries: Vec<Result<IdNumber, String>> = inputs.into_iter().map(|e| e.0).collect();
     let valid: Vec<IdNumber> = entries.iter().filter_map(|e| e.clone().ok()).collect();
     // The event lists every queried person and the fields the plans grant;
