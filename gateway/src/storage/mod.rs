@@ -114,33 +114,55 @@ pub fn sqlite_audit_path(main: &Path) -> PathBuf {
     main.with_file_name(name)
 }
 
+/// Tries an idempotent start-up step on an SQLite file up to eight times,
+/// pausing a little longer each time, while its error satisfies `again`:
+/// another process starting on the same file at the same moment can make
+/// such a step fail once (see [`migrate_sqlite`], [`Database::open_audit`]).
+async fn retried<T, E, F>(
+    step: &'static str,
+    mut op: impl FnMut() -> F,
+    again: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    const ATTEMPTS: u32 = 8;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if attempt < ATTEMPTS && again(&e) => {
+                tracing::debug!(step, attempt, error = %e, "start-up step raced; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs `migrator` on an SQLite file, tolerating a second process doing
 /// the same at the same moment. sqlx takes no lock for SQLite (it does for
 /// PostgreSQL): two gateways starting on one fresh file both see migration
 /// N pending, and the slower one's fails (its transaction rolls back, so
 /// nothing is half-applied) on a table the faster one just created. The
-/// slower one looks again, a few times, and then finds every migration
-/// applied.
+/// slower one looks again and then finds every migration applied.
 async fn migrate_sqlite(
     migrator: &sqlx::migrate::Migrator,
     pool: &SqlitePool,
 ) -> Result<(), sqlx::migrate::MigrateError> {
-    const ATTEMPTS: u32 = 8;
-    let mut attempt = 1;
-    loop {
-        match migrator.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(
-                e @ (sqlx::migrate::MigrateError::Execute(_)
-                | sqlx::migrate::MigrateError::ExecuteMigration(..)),
-            ) if attempt < ATTEMPTS => {
-                tracing::debug!(attempt, error = %e, "SQLite migration raced; looking again");
-                tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    retried(
+        "SQLite migrations",
+        || migrator.run(pool),
+        |e| {
+            matches!(
+                e,
+                sqlx::migrate::MigrateError::Execute(_)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(..)
+            )
+        },
+    )
+    .await
 }
 
 impl Database {
@@ -258,31 +280,23 @@ impl Database {
         // Every step is idempotent (see move_legacy_sqlite): a start that
         // ran into another process creating the file or moving the log at
         // the same moment (SQLite answers "locked" at once where waiting
-        // could deadlock) starts over, a few times.
-        const ATTEMPTS: u32 = 8;
-        let mut attempt = 1;
-        loop {
-            let opened = async {
+        // could deadlock) starts over.
+        let audit_path = audit_path.as_str();
+        retried(
+            "opening the audit file",
+            || async move {
                 let audit =
-                    Self::connect_with(&audit_path, AUDIT_POOL_CONNECTIONS, sqlite_mmap_size)
+                    Self::connect_with(audit_path, AUDIT_POOL_CONNECTIONS, sqlite_mmap_size)
                         .await?;
                 if let Database::Sqlite(a) = &audit {
                     migrate_sqlite(&SQLITE_AUDIT_MIGRATIONS, a).await?;
-                    crate::audit::store::move_legacy_sqlite(main, a, path, &audit_path).await?;
+                    crate::audit::store::move_legacy_sqlite(main, a, path, audit_path).await?;
                 }
-                Ok::<_, StorageError>(audit)
-            }
-            .await;
-            match opened {
-                Err(e) if attempt < ATTEMPTS && e.is_sqlite_busy() => {
-                    tracing::debug!(attempt, error = %e, "audit file busy at start-up; again");
-                    tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt)))
-                        .await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+                Ok(audit)
+            },
+            StorageError::is_sqlite_busy,
+        )
+        .await
     }
 
     /// Which backend this is.
