@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p gateway --bench audit` (optionally `-- --events N`,
 //! default 200,000, and `--appenders N`, default 64). For profiling one phase: `-- --phase append|verify
-//! --db PATH` (append into, or only verify, the SQLite file PATH). Each event looks like a person query's: a caller and
+//! --db PATH` (append into, or only verify, the audit file of the SQLite database PATH). Each event looks like a person query's: a caller and
 //! certificate, two datasets, one data subject (keyed HMAC of a synthetic
 //! ID number), a dozen disclosed fields, two rule ids.
 //!
@@ -16,6 +16,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use adapters::domain::IdNumber;
@@ -123,23 +124,29 @@ async fn append(db: &Database, events: u64) {
         .await
         .expect("writer");
 
-    // 1. Sustained appends: 64 tasks, each waiting for durability.
+    // 1. Sustained appends: 64 tasks, each waiting for durability. The rate
+    //    is also printed per tenth of the run, so a slowdown as the log (and
+    //    its subject index) grows shows.
     let tasks_n = tasks_arg();
+    let done = Arc::new(AtomicU64::new(0));
     let t = Instant::now();
     let mut tasks = Vec::new();
     for task in 0..tasks_n {
-        let (w, keys) = (writer.clone(), keys.clone());
+        let (w, keys, done) = (writer.clone(), keys.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = task;
             while i < events {
                 w.append(event(&keys, i)).await.expect("append");
+                done.fetch_add(1, Ordering::Relaxed);
                 i += tasks_n;
             }
         }));
     }
+    let windows = tokio::spawn(report_windows(done, events));
     for t in tasks {
         t.await.expect("task");
     }
+    windows.await.expect("window reporter");
     let secs = t.elapsed().as_secs_f64();
     println!(
         "append: {events} events, {tasks_n} concurrent appenders, durable each: {secs:.2} s = {:.0} events/s",
@@ -148,6 +155,21 @@ async fn append(db: &Database, events: u64) {
     let cp = writer.checkpoint_now().await.expect("checkpoint");
     assert!(cp.is_some(), "a checkpoint covers the log");
     writer.shutdown().await;
+}
+
+/// Prints the append rate of each tenth of the run as it completes.
+async fn report_windows(done: Arc<AtomicU64>, events: u64) {
+    let window = (events / 10).max(1);
+    let (mut from, mut since) = (0, Instant::now());
+    while from < events {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let n = done.load(Ordering::Relaxed);
+        if n >= (from + window).min(events) {
+            let rate = (n - from) as f64 / since.elapsed().as_secs_f64();
+            println!("  events {from:>9}..{n:<9} {rate:.0} events/s");
+            (from, since) = (n, Instant::now());
+        }
+    }
 }
 
 async fn verify_all(db: &Database, events: u64) {
@@ -201,11 +223,17 @@ async fn main() {
     let path = arg("--db")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| dir.path().join("audit.db"));
-    let db = Database::open(path.to_str().expect("path"), 4)
+    // The log goes where the gateway puts it: the audit file beside the
+    // main one, with its own schema.
+    let url = path.to_str().expect("path");
+    let main = Database::open(url, 2).await.expect("sqlite");
+    let db = main
+        .open_audit(url, gateway::storage::DEFAULT_SQLITE_MMAP_SIZE)
         .await
-        .expect("sqlite");
+        .expect("the audit file");
     run("SQLite (WAL, synchronous=FULL)", db.clone(), events).await;
     db.close().await;
+    main.close().await;
     if arg("--phase").is_some() {
         return;
     }

@@ -829,6 +829,129 @@ async fn subject_searches_cover_events_the_index_does_not_yet() {
     on_each_backend!(subject_index_lags);
 }
 
+/// Puts the subject index back into its layout before generations (key
+/// (subject, log_id, seq), no `gen`) and forgets the migration that
+/// changed it, so that the next start runs it on these rows.
+async fn back_to_ungenerational_index(t: &TestDb) {
+    match &t.db {
+        Database::Sqlite(p) => {
+            let mut tx = p.begin().await.expect("begin");
+            for sql in [
+                "DROP TRIGGER audit_subjects_no_update",
+                "DROP TRIGGER audit_subjects_no_delete",
+                "CREATE TABLE old_subjects (subject TEXT NOT NULL, log_id TEXT NOT NULL, \
+                 seq INTEGER NOT NULL, PRIMARY KEY (subject, log_id, seq)) WITHOUT ROWID",
+                "INSERT INTO old_subjects SELECT subject, log_id, seq FROM audit_event_subjects",
+                "DROP TABLE audit_event_subjects",
+                "ALTER TABLE old_subjects RENAME TO audit_event_subjects",
+                "CREATE TRIGGER audit_subjects_no_update BEFORE UPDATE ON audit_event_subjects \
+                 BEGIN SELECT RAISE(ABORT, 'audit_event_subjects is append-only'); END",
+                "CREATE TRIGGER audit_subjects_no_delete BEFORE DELETE ON audit_event_subjects \
+                 BEGIN SELECT RAISE(ABORT, 'audit_event_subjects is append-only'); END",
+                "DELETE FROM _sqlx_migrations WHERE version = 2",
+            ] {
+                sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+            }
+            tx.commit().await.expect("commit");
+        }
+        Database::Postgres(p) => {
+            let mut tx = p.begin().await.expect("begin");
+            for sql in [
+                "ALTER TABLE audit_event_subjects DROP CONSTRAINT audit_event_subjects_pkey",
+                "ALTER TABLE audit_event_subjects DROP COLUMN gen",
+                "ALTER TABLE audit_event_subjects ADD PRIMARY KEY (subject, log_id, seq)",
+                "DELETE FROM _sqlx_migrations WHERE version = 7",
+            ] {
+                sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+            }
+            tx.commit().await.expect("commit");
+        }
+    }
+}
+
+async fn index_before_generations(t: &TestDb) {
+    // An index written in several passes (every 7 events), with a tail.
+    let cfg = gateway::audit::AuditConfig {
+        subject_index_batch: 7,
+        ..common::config("gw-a")
+    };
+    let w = gateway::audit::AuditWriter::spawn_with_key(
+        t.db.clone(),
+        cfg,
+        gateway::audit::SigningKey::generate().expect("key"),
+    )
+    .await
+    .expect("writer");
+    let a = id(ID_A);
+    for i in 0..30u64 {
+        let subject = (i % 4 == 0 || i == 29).then_some(&a);
+        w.append(access(i, "education", subject))
+            .await
+            .expect("append");
+    }
+    assert_eq!(index_state(t, "gw-a").await, (7, 28), "{}", t.name);
+    // Stopping indexes the rest: generations 0, 7, 14, 21 and 28.
+    w.shutdown().await;
+    let before = subject_view(t).await;
+    assert_eq!(before.0.len(), 9, "{}: {:?}", t.name, before.0);
+    let state = index_state(t, "gw-a").await;
+    assert_eq!(state, (9, 30), "{}", t.name);
+    let gens = "SELECT COUNT(DISTINCT gen) FROM audit_event_subjects";
+    let r: Result<i64, sqlx::Error> =
+        on_pool!(&t.db, |p| sqlx::query_scalar(gens).fetch_one(p).await);
+    assert_eq!(r.expect("gens"), 5, "{}", t.name);
+
+    // The layout of before; then the gateway starts again and migrates it.
+    back_to_ungenerational_index(t).await;
+    let reopened = match &t.db {
+        Database::Sqlite(_) => {
+            let main_url = std::path::Path::new(&t.url)
+                .with_file_name("gateway.db")
+                .display()
+                .to_string();
+            let main = Database::open(&main_url, 2).await.expect("open");
+            let audit = audit_of(&main, &main_url)
+                .await
+                .expect("migrate the audit file");
+            Some(TestDb::wrap_sqlite(audit, t.url.clone()))
+        }
+        Database::Postgres(_) => {
+            t.db.migrate().await.expect("migrate");
+            None
+        }
+    };
+    let t2 = reopened.as_ref().unwrap_or(t);
+    // Everything indexed before is generation 0, found as before.
+    let gens = "SELECT COUNT(*) FROM audit_event_subjects WHERE gen <> 0";
+    let r: Result<i64, sqlx::Error> =
+        on_pool!(&t2.db, |p| sqlx::query_scalar(gens).fetch_one(p).await);
+    assert_eq!(r.expect("gens"), 0, "{}", t.name);
+    assert_eq!(index_state(t2, "gw-a").await, state, "{}", t.name);
+    assert_eq!(subject_view(t2).await, before, "{}", t.name);
+
+    // A writer goes on from there: the tail gets a generation of its own.
+    let w = writer(t2, "gw-a").await;
+    w.append(access(30, "education", Some(&a)))
+        .await
+        .expect("append");
+    w.shutdown().await;
+    assert_eq!(index_state(t2, "gw-a").await, (10, 31), "{}", t.name);
+    let after = subject_view(t2).await;
+    assert_eq!(after.0.len(), 10, "{}: {:?}", t.name, after.0);
+    let rep = verify(&t2.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(rep.ok, "{}: {:?}", t.name, rep.first_problem);
+    if let Some(t2) = reopened {
+        t2.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_subject_index_from_before_generations_is_migrated_whole() {
+    on_each_backend!(index_before_generations);
+}
+
 async fn tamper_watermark(t: &TestDb, sql: &str) {
     let p = tampered(t, sql).await;
     assert_eq!(p.kind, ProblemKind::SubjectIndex, "{}: {sql}", t.name);
@@ -903,6 +1026,20 @@ async fn an_audit_log_in_the_main_file_moves_into_its_own() {
     let w = fill(&legacy, "gw-old", 120).await;
     w.checkpoint_now().await.expect("checkpoint").expect("new");
     w.shutdown().await;
+    let Database::Sqlite(mp) = &main else {
+        unreachable!()
+    };
+    // …with its subject index as it was then: one row per subject, no
+    // generations (today's writer cannot write that layout).
+    for sql in [
+        "INSERT INTO audit_event_subjects (subject, log_id, seq) \
+         SELECT j.value, e.log_id, e.seq FROM audit_events e, \
+         json_each('[\"' || replace(e.subjects, ' ', '\",\"') || '\"]') j \
+         WHERE e.subjects <> ''",
+        "UPDATE audit_subject_watermarks SET indexed_to = 120",
+    ] {
+        sqlx::query(sql).execute(mp).await.expect(sql);
+    }
 
     let audit = audit_of(&main, &main_url).await.expect("open audit");
     let report = verify(&audit, VerifyOptions::default())
@@ -910,9 +1047,32 @@ async fn an_audit_log_in_the_main_file_moves_into_its_own() {
         .expect("verify");
     assert!(report.ok, "{:?}", report.first_problem);
     assert_eq!(report.events, 120);
-    let Database::Sqlite(mp) = &main else {
+    // The index arrived whole, as generation 0, and finds the person.
+    let Database::Sqlite(ap) = &audit else {
         unreachable!()
     };
+    let rows: (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE gen = 0) FROM audit_event_subjects",
+    )
+    .fetch_one(ap)
+    .await
+    .expect("index rows");
+    assert_eq!(rows, (24, 24));
+    let found = query::query(
+        &audit,
+        &query::FilterParams {
+            subject: Some(ID_A.to_owned()),
+            ..Default::default()
+        }
+        .parse(&keys())
+        .expect("params")
+        .0,
+        None,
+        1000,
+    )
+    .await
+    .expect("query");
+    assert_eq!(found.events.len(), 24);
     let left: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM sqlite_master WHERE name LIKE 'audit%' AND type = 'table'",
     )

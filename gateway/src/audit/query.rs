@@ -306,10 +306,11 @@ fn where_clause(f: &Filter, cursor: Option<&Cursor>) -> (String, Vec<Param>) {
             ps.push(Param::T(s.as_str().to_owned()));
             holders.push(format!("${}", ps.len()));
         }
-        // Indexed events through the index; the newest ones, which the
-        // index does not cover yet (see `store::index_subjects`), by their
-        // `subjects` column (space-separated; a subject has no LIKE
-        // wildcard in it).
+        // Indexed events through the index, in their generation (the
+        // greatest one at or below the event's seq, see
+        // `store::index_subjects`); the newest ones, which the index does
+        // not cover yet, by their `subjects` column (space-separated; a
+        // subject has no LIKE wildcard in it).
         let mut tail = Vec::new();
         for s in &f.subjects {
             ps.push(Param::T(format!("% {} %", s.as_str())));
@@ -317,7 +318,10 @@ fn where_clause(f: &Filter, cursor: Option<&Cursor>) -> (String, Vec<Param>) {
         }
         conds.push(format!(
             "(EXISTS (SELECT 1 FROM audit_event_subjects s WHERE s.log_id = e.log_id \
-             AND s.seq = e.seq AND s.subject IN ({})) \
+             AND s.gen = (SELECT g.gen FROM audit_event_subjects g \
+                          WHERE g.log_id = e.log_id AND g.gen <= e.seq \
+                          ORDER BY g.gen DESC LIMIT 1) \
+             AND s.subject IN ({}) AND s.seq = e.seq) \
              OR (e.seq >= (SELECT w.indexed_to FROM audit_subject_watermarks w WHERE w.log_id = e.log_id) \
              AND ({})))",
             holders.join(", "),

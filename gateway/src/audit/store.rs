@@ -32,8 +32,8 @@ pub(crate) const EVENT_COLUMNS: &str = "log_id, seq, event_id, time_ms, kind, de
 /// the statements for every size 1..=64 stay in sqlx's statement cache
 /// (100 per connection), so a group commit never re-parses its INSERT.
 const INSERT_CHUNK: usize = 64;
-/// Rows per subject-index INSERT statement (3 binds each).
-const INDEX_CHUNK: usize = 2_500;
+/// Rows per subject-index INSERT statement (4 binds each).
+const INDEX_CHUNK: usize = 2_000;
 
 pub(crate) fn to_hash(b: &[u8]) -> Option<Hash> {
     b.try_into().ok()
@@ -494,18 +494,33 @@ pub async fn subject_index_state(
 
 /// Most events indexed by one [`index_subjects`] transaction.
 const INDEX_BATCH_EVENTS: i64 = 50_000;
+/// Subject rows after which an [`index_subjects`] transaction stops taking
+/// events (it always takes at least one whole event): bounds its memory
+/// when batch matches name 100,000 subjects each.
+pub const INDEX_BATCH_ROWS: u64 = 262_144;
 
-/// Brings the subject index of `log_id` up to the newest stored event (at
-/// most [`INDEX_BATCH_EVENTS`] events per call): reads the `subjects`
-/// column of the events at and after the watermark, inserts their rows
-/// sorted by subject (so a batch touches each index page once, not once
-/// per event) and moves the watermark, all in one transaction. Returns the
-/// new watermark.
+/// What one [`index_subjects`] call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Indexed {
+    /// The new watermark: the first sequence number not indexed.
+    pub to: u64,
+    /// Index rows written.
+    pub rows: u64,
+}
+
+/// Brings the subject index of `log_id` forward from its watermark (at
+/// most [`INDEX_BATCH_EVENTS`] events and, past the first event,
+/// [`INDEX_BATCH_ROWS`] rows per call): reads the `subjects` column of the
+/// events at and after the watermark and inserts their rows under a new
+/// generation (`gen` = the old watermark), sorted by subject, so that they
+/// land at the end of the index, after every earlier generation (see
+/// migration 0002 of the audit file); then moves the watermark. All in one
+/// transaction.
 ///
 /// Safe to run from any number of writers: the transaction starts by
 /// locking the log's watermark row (a write, so SQLite takes its write lock
 /// before reading anything).
-pub async fn index_subjects(db: &Database, log_id: &str) -> Result<u64, AuditError> {
+pub async fn index_subjects(db: &Database, log_id: &str) -> Result<Indexed, AuditError> {
     let lock = "UPDATE audit_subject_watermarks SET indexed_to = indexed_to WHERE log_id = $1 \
                 RETURNING indexed_to";
     let tail = "SELECT seq, subjects FROM audit_events WHERE log_id = $1 AND seq >= $2 \
@@ -541,20 +556,29 @@ pub async fn index_subjects(db: &Database, log_id: &str) -> Result<u64, AuditErr
                             .map(|s| (s.to_owned(), seq)),
                     );
                     to = seq + 1;
+                    if refs.len() as u64 >= INDEX_BATCH_ROWS {
+                        break;
+                    }
                 }
             }
             if to == from {
                 tx.rollback().await?;
-                return Ok(from as u64);
+                return Ok(Indexed {
+                    to: from as u64,
+                    rows: 0,
+                });
             }
             refs.sort_unstable();
             refs.dedup();
             for chunk in refs.chunks(INDEX_CHUNK) {
                 let mut qb = QueryBuilder::<$Db>::new(
-                    "INSERT INTO audit_event_subjects (subject, log_id, seq) ",
+                    "INSERT INTO audit_event_subjects (log_id, gen, subject, seq) ",
                 );
                 qb.push_values(chunk, |mut b, (s, q)| {
-                    b.push_bind(s.as_str()).push_bind(log_id).push_bind(*q);
+                    b.push_bind(log_id)
+                        .push_bind(from)
+                        .push_bind(s.as_str())
+                        .push_bind(*q);
                 });
                 qb.build().execute(&mut *tx).await?;
             }
@@ -564,7 +588,10 @@ pub async fn index_subjects(db: &Database, log_id: &str) -> Result<u64, AuditErr
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(to as u64)
+            Ok(Indexed {
+                to: to as u64,
+                rows: refs.len() as u64,
+            })
         }};
     }
     match db {
@@ -573,17 +600,24 @@ pub async fn index_subjects(db: &Database, log_id: &str) -> Result<u64, AuditErr
     }
 }
 
-/// The audit log's tables with their columns, in the order
-/// [`move_legacy_sqlite`] copies them.
-const AUDIT_TABLES: [(&str, &str); 5] = [
-    ("audit_logs", "log_id, created_ms, public_key"),
-    ("audit_events", EVENT_COLUMNS),
-    ("audit_event_subjects", "subject, log_id, seq"),
+/// The audit log's tables with their columns in the audit file and what to
+/// select from the main file's table for them (empty: the same columns), in
+/// the order [`move_legacy_sqlite`] copies them.
+const AUDIT_TABLES: [(&str, &str, &str); 5] = [
+    ("audit_logs", "log_id, created_ms, public_key", ""),
+    ("audit_events", EVENT_COLUMNS, ""),
+    // The main file's index predates generations: all of it is generation 0.
+    (
+        "audit_event_subjects",
+        "log_id, gen, subject, seq",
+        "log_id, 0, subject, seq",
+    ),
     (
         "audit_checkpoints",
         "log_id, tree_size, root, time_ms, public_key, signature, frontier",
+        "",
     ),
-    ("audit_subject_watermarks", "log_id, indexed_to"),
+    ("audit_subject_watermarks", "log_id, indexed_to", ""),
 ];
 
 /// Moves an audit log written into the main SQLite file (before the audit
@@ -634,7 +668,7 @@ pub(crate) async fn move_legacy_sqlite(
     // dropped the tables in between.
     let mut main_conn = main.acquire().await?;
     let mut tx = sqlx::Connection::begin_with(&mut *main_conn, "BEGIN IMMEDIATE").await?;
-    for (table, _) in AUDIT_TABLES.iter().rev() {
+    for (table, _, _) in AUDIT_TABLES.iter().rev() {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
             .execute(&mut *tx)
             .await?;
@@ -699,9 +733,10 @@ async fn copy_legacy_audit(
             ))
         });
     }
-    for (table, columns) in AUDIT_TABLES {
+    for (table, columns, from) in AUDIT_TABLES {
+        let from = if from.is_empty() { columns } else { from };
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO main.{table} ({columns}) SELECT {columns} FROM legacy.{table}"
+            "INSERT INTO main.{table} ({columns}) SELECT {from} FROM legacy.{table}"
         )))
         .execute(&mut *tx)
         .await?;

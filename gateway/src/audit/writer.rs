@@ -65,7 +65,9 @@ pub struct AuditConfig {
     /// Durable, or off for benchmarks only.
     pub mode: AuditMode,
     /// Events written before their subjects are added to the subject index
-    /// in one sorted batch (also done at every checkpoint). Subject searches
+    /// in one sorted batch (sooner once they name
+    /// [`store::INDEX_BATCH_ROWS`] subjects; also done at every
+    /// checkpoint). Subject searches
     /// read the not-yet-indexed events directly, so this trades append
     /// throughput against the length of that scan.
     pub subject_index_batch: u64,
@@ -224,9 +226,9 @@ impl AuditWriter {
         store::ensure_log(&db, &config.log_id, key.public_key_hex(), now_ms()).await?;
         let head = Head::resume(&db, &config.log_id).await?;
         // Catch the subject index up with whatever the last run left.
-        let mut indexed_to = store::index_subjects(&db, &config.log_id).await?;
+        let mut indexed_to = store::index_subjects(&db, &config.log_id).await?.to;
         while indexed_to < head.next_seq {
-            let next = store::index_subjects(&db, &config.log_id).await?;
+            let next = store::index_subjects(&db, &config.log_id).await?.to;
             if next == indexed_to {
                 break;
             }
@@ -247,6 +249,7 @@ impl AuditWriter {
             head: Some(head),
             last_checkpoint_size: last_cp,
             indexed_to,
+            unindexed_rows: 0,
             health: health_tx,
             outage: None,
             backoff: INITIAL_BACKOFF,
@@ -364,6 +367,9 @@ struct Task {
     last_checkpoint_size: u64,
     /// The subject index covers the events before this one.
     indexed_to: u64,
+    /// Subjects named by the events written since (as far as this task
+    /// knows: a count, to index early when matches name many).
+    unindexed_rows: u64,
     health: watch::Sender<AuditHealth>,
     outage: Option<Outage>,
     backoff: Duration,
@@ -503,6 +509,7 @@ impl Task {
             waiters.push(w);
         }
         let skip = events.len() - waiters.len();
+        let rows: u64 = events.iter().map(|e| e.subjects.len() as u64).sum();
         match self.commit(&mut events).await {
             Ok(receipts) => {
                 if self.outage.take().is_some() {
@@ -518,8 +525,11 @@ impl Task {
                 for (w, r) in waiters.into_iter().zip(receipts.into_iter().skip(skip)) {
                     let _ = w.send(Ok(r));
                 }
+                self.unindexed_rows += rows;
                 let written = self.head.as_ref().map_or(0, |h| h.next_seq);
-                if written.saturating_sub(self.indexed_to) >= self.config.subject_index_batch {
+                if written.saturating_sub(self.indexed_to) >= self.config.subject_index_batch
+                    || self.unindexed_rows >= store::INDEX_BATCH_ROWS
+                {
                     self.index_subjects().await;
                 }
             }
@@ -599,7 +609,15 @@ impl Task {
     /// searches still find the events it does not cover yet.
     async fn index_subjects(&mut self) {
         match store::index_subjects(&self.db, &self.config.log_id).await {
-            Ok(to) => self.indexed_to = to,
+            Ok(done) => {
+                self.indexed_to = done.to;
+                let written = self.head.as_ref().map_or(0, |h| h.next_seq);
+                self.unindexed_rows = if done.to >= written {
+                    0
+                } else {
+                    self.unindexed_rows.saturating_sub(done.rows)
+                };
+            }
             Err(e) => tracing::warn!(error = %e, "audit subject index not updated; will retry"),
         }
     }
