@@ -74,7 +74,24 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so that a master process (nginx) takes its workers
+    /// down with it (killed outright, it left them running, orphaned, after
+    /// every run); SIGKILL after 3 s.
     fn drop(&mut self) {
+        let termed = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        if termed {
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
