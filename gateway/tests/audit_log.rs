@@ -773,19 +773,24 @@ async fn subject_view(t: &TestDb) -> (Vec<String>, Vec<(String, u64)>) {
     (ids, top)
 }
 
-async fn subject_index_lags(t: &TestDb) {
-    // Index every 7 events: after 60 appends, 56 are indexed and 4 are not.
+/// A writer of log `gw-a` that indexes subjects every `events` events.
+async fn writer_indexing_every(t: &TestDb, events: u64) -> gateway::audit::AuditWriter {
     let cfg = gateway::audit::AuditConfig {
-        subject_index_batch: 7,
+        subject_index_batch: events,
         ..common::config("gw-a")
     };
-    let w = gateway::audit::AuditWriter::spawn_with_key(
+    gateway::audit::AuditWriter::spawn_with_key(
         t.db.clone(),
         cfg,
         gateway::audit::SigningKey::generate().expect("key"),
     )
     .await
-    .expect("writer");
+    .expect("writer")
+}
+
+async fn subject_index_lags(t: &TestDb) {
+    // Index every 7 events: after 60 appends, 56 are indexed and 4 are not.
+    let w = writer_indexing_every(t, 7).await;
     let a = id(ID_A);
     for i in 0..60u64 {
         // ID_A in events 0, 5, 10, …, 55 and in 57 and 58 (in the tail).
@@ -871,17 +876,7 @@ async fn back_to_ungenerational_index(t: &TestDb) {
 
 async fn index_before_generations(t: &TestDb) {
     // An index written in several passes (every 7 events), with a tail.
-    let cfg = gateway::audit::AuditConfig {
-        subject_index_batch: 7,
-        ..common::config("gw-a")
-    };
-    let w = gateway::audit::AuditWriter::spawn_with_key(
-        t.db.clone(),
-        cfg,
-        gateway::audit::SigningKey::generate().expect("key"),
-    )
-    .await
-    .expect("writer");
+    let w = writer_indexing_every(t, 7).await;
     let a = id(ID_A);
     for i in 0..30u64 {
         let subject = (i % 4 == 0 || i == 29).then_some(&a);
