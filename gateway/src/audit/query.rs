@@ -16,7 +16,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::AuditError;
 use super::event::{AuditEvent, EventKind, Outcome, SubjectKeys, SubjectRef};
-use crate::storage::Database;
+use crate::storage::{Backend, Database};
 
 /// Most events per page.
 pub const MAX_LIMIT: u32 = 1_000;
@@ -259,9 +259,9 @@ enum Param {
     T(String),
 }
 
-/// `WHERE …` over `audit_events e` with `$n` placeholders (SQLite accepts
-/// them too), and its parameters.
-fn where_clause(f: &Filter, cursor: Option<&Cursor>) -> (String, Vec<Param>) {
+/// `FROM … WHERE …` over `audit_events e` with `$n` placeholders (SQLite
+/// accepts them too), and its parameters.
+fn from_where(f: &Filter, cursor: Option<&Cursor>, backend: Backend) -> (String, Vec<Param>) {
     let mut conds: Vec<String> = Vec::new();
     let mut ps: Vec<Param> = Vec::new();
     let mut add = |cond: &str, p: Param, ps: &mut Vec<Param>| {
@@ -300,33 +300,43 @@ fn where_clause(f: &Filter, cursor: Option<&Cursor>) -> (String, Vec<Param>) {
     if let Some(v) = f.kind {
         add("e.kind = ?", Param::T(v.as_str().to_owned()), &mut ps);
     }
+    let mut from = "audit_events e".to_owned();
     if !f.subjects.is_empty() {
         let mut holders = Vec::new();
         for s in &f.subjects {
             ps.push(Param::T(s.as_str().to_owned()));
             holders.push(format!("${}", ps.len()));
         }
-        // Indexed events through the index, in their generation (the
-        // greatest one at or below the event's seq, see
-        // `store::index_subjects`); the newest ones, which the index does
-        // not cover yet, by their `subjects` column (space-separated; a
-        // subject has no LIKE wildcard in it).
         let mut tail = Vec::new();
         for s in &f.subjects {
             ps.push(Param::T(format!("% {} %", s.as_str())));
-            tail.push(format!("' ' || e.subjects || ' ' LIKE ${}", ps.len()));
+            tail.push(format!("' ' || t.subjects || ' ' LIKE ${}", ps.len()));
         }
-        conds.push(format!(
-            "(EXISTS (SELECT 1 FROM audit_event_subjects s WHERE s.log_id = e.log_id \
-             AND s.gen = (SELECT g.gen FROM audit_event_subjects g \
-                          WHERE g.log_id = e.log_id AND g.gen <= e.seq \
-                          ORDER BY g.gen DESC LIMIT 1) \
-             AND s.subject IN ({}) AND s.seq = e.seq) \
-             OR (e.seq >= (SELECT w.indexed_to FROM audit_subject_watermarks w WHERE w.log_id = e.log_id) \
-             AND ({})))",
+        // The person's events are found first, then read: through the
+        // index, one seek per generation of each log (`g` walks them, one
+        // index seek per step; see `store::index_subjects`), and the
+        // newest events, which the index does not cover yet, by their
+        // `subjects` column (space-separated; a subject has no LIKE
+        // wildcard in it). A search costs the generations plus the
+        // person's events, not the log's size. CROSS JOIN (conditions in
+        // WHERE, which PostgreSQL wants) keeps SQLite's join order as
+        // written.
+        from = format!(
+            "(WITH RECURSIVE g(log_id, gen) AS ( \
+                 SELECT l.log_id, (SELECT MIN(s.gen) FROM audit_event_subjects s \
+                                   WHERE s.log_id = l.log_id) FROM audit_logs l \
+                 UNION ALL \
+                 SELECT g.log_id, (SELECT MIN(s.gen) FROM audit_event_subjects s \
+                                   WHERE s.log_id = g.log_id AND s.gen > g.gen) \
+                 FROM g WHERE g.gen IS NOT NULL) \
+               SELECT s.log_id, s.seq FROM g CROSS JOIN audit_event_subjects s \
+                 WHERE s.log_id = g.log_id AND s.gen = g.gen AND s.subject IN ({}) \
+               UNION {}) h \
+             CROSS JOIN audit_events e",
             holders.join(", "),
-            tail.join(" OR ")
-        ));
+            tail_sql(backend, &tail.join(" OR "))
+        );
+        conds.push("e.log_id = h.log_id AND e.seq = h.seq".to_owned());
     }
     if let Some(c) = cursor {
         let n = ps.len();
@@ -341,11 +351,30 @@ fn where_clause(f: &Filter, cursor: Option<&Cursor>) -> (String, Vec<Param>) {
         ));
     }
     let sql = if conds.is_empty() {
-        String::new()
+        format!(" FROM {from}")
     } else {
-        format!(" WHERE {}", conds.join(" AND "))
+        format!(" FROM {from} WHERE {}", conds.join(" AND "))
     };
     (sql, ps)
+}
+
+/// The events of each log past its subject-index watermark that satisfy
+/// `cond` (over `t`), as `(log_id, seq)`: a range of the log's primary key
+/// per log. PostgreSQL would rather scan the whole table (it cannot know
+/// how short the range is) unless the range is a fenced lateral subquery;
+/// SQLite has no LATERAL, and its CROSS JOIN already keeps the order.
+fn tail_sql(backend: Backend, cond: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!(
+            "SELECT t.log_id, t.seq FROM audit_subject_watermarks w CROSS JOIN audit_events t \
+             WHERE t.log_id = w.log_id AND t.seq >= w.indexed_to AND ({cond})"
+        ),
+        Backend::Postgres => format!(
+            "SELECT t.log_id, t.seq FROM audit_subject_watermarks w CROSS JOIN LATERAL \
+             (SELECT t.log_id, t.seq FROM audit_events t \
+              WHERE t.log_id = w.log_id AND t.seq >= w.indexed_to AND ({cond}) OFFSET 0) t"
+        ),
+    }
 }
 
 fn like_escape(s: &str) -> String {
@@ -374,9 +403,9 @@ async fn page_rows(
     cursor: Option<&Cursor>,
     limit: u32,
 ) -> Result<Vec<(String, u64, i64, String)>, AuditError> {
-    let (w, ps) = where_clause(f, cursor);
+    let (w, ps) = from_where(f, cursor, db.backend());
     let sql = format!(
-        "SELECT e.log_id, e.seq, e.time_ms, e.body FROM audit_events e{w} \
+        "SELECT e.log_id, e.seq, e.time_ms, e.body{w} \
          ORDER BY e.time_ms, e.log_id, e.seq LIMIT {}",
         limit.clamp(1, MAX_LIMIT)
     );
