@@ -91,6 +91,9 @@ fn from_millis(ms: i64) -> Result<OffsetDateTime, StorageError> {
 
 type Row = (String, String, String, i64, bool);
 
+const SQL_ACTIVE_SQLITE: &str = "SELECT id, rule_id, department, not_after, approved FROM grants \
+     WHERE department = ?1 AND approved = 1 AND not_after > ?2 ORDER BY id";
+
 fn to_grant(r: Row) -> Result<Grant, StorageError> {
     Ok(Grant {
         id: r.0,
@@ -108,14 +111,12 @@ impl GrantStore {
         department: &str,
         now: OffsetDateTime,
     ) -> Result<Vec<Grant>, StorageError> {
-        const SQL_SQLITE: &str = "SELECT id, rule_id, department, not_after, approved FROM grants \
-             WHERE department = ?1 AND approved = 1 AND not_after > ?2 ORDER BY id";
         const SQL_PG: &str = "SELECT id, rule_id, department, not_after, approved FROM grants \
              WHERE department = $1 AND approved AND not_after > $2 ORDER BY id";
         let now = millis(now);
         let rows: Vec<Row> = match db {
             Database::Sqlite(p) => {
-                sqlx::query_as(SQL_SQLITE)
+                sqlx::query_as(SQL_ACTIVE_SQLITE)
                     .bind(department)
                     .bind(now)
                     .fetch_all(p)
@@ -130,6 +131,29 @@ impl GrantStore {
             }
         };
         rows.into_iter().map(to_grant).collect()
+    }
+
+    /// [`GrantStore::list_active`] on an SQLite connection of the calling
+    /// thread ([`crate::storage::sqlite_read`]): the person query's lookup,
+    /// without a hand-off to the pool's worker thread.
+    pub fn list_active_sqlite(
+        conn: &rusqlite::Connection,
+        department: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Grant>, StorageError> {
+        let mut stmt = conn.prepare_cached(SQL_ACTIVE_SQLITE)?;
+        let mut rows = stmt.query((department, millis(now)))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(to_grant((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))?);
+        }
+        Ok(out)
     }
 
     /// Stores a grant, replacing one with the same id (re-approval or
@@ -203,6 +227,24 @@ mod tests {
         );
     }
 
+    /// The active grants through the pool, checked against the person
+    /// query's lookup on the calling thread where there is one (an SQLite
+    /// file).
+    async fn active(db: &Database, department: &str, now: OffsetDateTime) -> Vec<Grant> {
+        let pooled = GrantStore::list_active(db, department, now)
+            .await
+            .expect("list");
+        if let Database::Sqlite(p) = db {
+            let readers = crate::storage::sqlite_read::SqliteReaders::for_pool(p).expect("a file");
+            readers.prepare(p).await.expect("prepare");
+            let inline = readers
+                .with(|c| GrantStore::list_active_sqlite(c, department, now))
+                .expect("list inline");
+            assert_eq!(inline, pooled);
+        }
+        pooled
+    }
+
     async fn round_trip(db: Database) {
         let now = datetime!(2026-06-01 0:00 UTC);
         let later = datetime!(2026-12-31 16:00 UTC);
@@ -218,19 +260,22 @@ mod tests {
         let mut other = grant("g4", true, later);
         other.department = "education".into();
         GrantStore::insert(&db, &other).await.expect("insert");
-        let got = GrantStore::list_active(&db, "housing", now)
-            .await
-            .expect("list");
+        let got = active(&db, "housing", now).await;
         assert_eq!(got, vec![grant("g1", true, later)]);
         // Revocation updates in place.
         GrantStore::insert(&db, &grant("g1", false, later))
             .await
             .expect("update");
-        assert!(
-            GrantStore::list_active(&db, "housing", now)
-                .await
-                .expect("list")
-                .is_empty()
+        assert!(active(&db, "housing", now).await.is_empty());
+        assert_eq!(
+            active(&db, "education", now).await,
+            vec![grant("g4", true, later)]
+                .into_iter()
+                .map(|mut g| {
+                    g.department = "education".into();
+                    g
+                })
+                .collect::<Vec<_>>()
         );
     }
 

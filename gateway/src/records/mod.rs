@@ -52,6 +52,7 @@ use uuid::Uuid;
 
 use crate::identity::{Caller, DepartmentId};
 use crate::storage::Database;
+use crate::storage::sqlite_read::SqliteReaders;
 
 /// Records per chunk for writes: the unit of one set-based round of
 /// statements inside a publish transaction.
@@ -233,21 +234,31 @@ pub enum RecordsError {
 #[derive(Clone, Debug)]
 pub struct RecordStore {
     db: Database,
-    /// SQLite: read-only connections for batch lookups on blocking threads.
-    readers: Option<Arc<sqlite_read::Readers>>,
+    /// SQLite: read-only connections for lookups outside sqlx.
+    readers: Option<Arc<SqliteReaders>>,
 }
 
 impl RecordStore {
     /// A store over `db` (migrated by [`Database::open`]).
     pub fn new(db: Database) -> Self {
         let readers = match &db {
-            Database::Sqlite(p) => {
-                sqlite_read::Readers::new(p.connect_options().get_filename().to_owned())
-                    .map(Arc::new)
-            }
+            Database::Sqlite(p) => SqliteReaders::for_pool(p).map(Arc::new),
             Database::Postgres(_) => None,
         };
         RecordStore { db, readers }
+    }
+
+    /// SQLite on a file: its read-only connections for lookups on the
+    /// calling thread (ready to use). `None` for PostgreSQL and in-memory
+    /// SQLite, which go through the pool.
+    pub async fn sqlite_readers(&self) -> Result<Option<&Arc<SqliteReaders>>, RecordsError> {
+        match (&self.db, &self.readers) {
+            (Database::Sqlite(p), Some(r)) => {
+                r.prepare(p).await?;
+                Ok(Some(r))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The underlying database.
@@ -528,22 +539,21 @@ impl RecordStore {
         if ids.is_empty() || datasets.is_empty() {
             return Ok(out);
         }
-        let rows = match (&self.db, &self.readers) {
+        let rows = match (&self.db, self.sqlite_readers().await?) {
             // Batches (match chunks) step SQLite on a blocking thread of
-            // their own; a single ID (a person query) costs less on the
-            // pool's warm connections than a hop to a blocking thread.
-            (Database::Sqlite(p), Some(readers)) if ids.len() > 1 => {
-                if readers.needs_mmap_size() {
-                    let bytes: i64 = sqlx::query_scalar("PRAGMA mmap_size").fetch_one(p).await?;
-                    readers.set_mmap_size(bytes);
-                }
+            // their own; a single ID (a person query) is a point lookup,
+            // cheaper on this thread than any hand-off.
+            (_, Some(readers)) if ids.len() > 1 => {
                 let (readers, ids, datasets) = (readers.clone(), ids.to_vec(), datasets.to_vec());
-                tokio::task::spawn_blocking(move || readers.match_ids(&ids, &datasets))
-                    .await
-                    .map_err(|_| RecordsError::Corrupt("match lookup task"))??
+                tokio::task::spawn_blocking(move || {
+                    readers.with(|c| sqlite_read::match_ids(c, &ids, &datasets))
+                })
+                .await
+                .map_err(|_| RecordsError::Corrupt("match lookup task"))??
             }
-            (Database::Sqlite(p), _) => sqlite::match_ids(p, ids, datasets).await?,
-            (Database::Postgres(p), _) => postgres::match_ids(p, ids, datasets).await?,
+            (_, Some(readers)) => readers.with(|c| sqlite_read::match_ids(c, ids, datasets))?,
+            (Database::Sqlite(p), None) => sqlite::match_ids(p, ids, datasets).await?,
+            (Database::Postgres(p), None) => postgres::match_ids(p, ids, datasets).await?,
         };
         for (i, rec) in rows {
             let slot = out.get_mut(i).ok_or(RecordsError::Corrupt("match index"))?;

@@ -90,9 +90,17 @@ pub async fn decisions_for(
     now: OffsetDateTime,
 ) -> Result<Vec<(String, Decision)>, ApiError> {
     // Looked up on every request: a revocation applies at once.
-    let grants = GrantStore::list_active(&state.db, caller.department.as_str(), now)
+    let department = caller.department.as_str();
+    let readers = state
+        .records
+        .sqlite_readers()
         .await
         .map_err(ApiError::internal)?;
+    let grants = match readers {
+        Some(r) => r.with(|c| GrantStore::list_active_sqlite(c, department, now)),
+        None => GrantStore::list_active(&state.db, department, now).await,
+    }
+    .map_err(ApiError::internal)?;
     let grants = GrantSet::new(grants);
     let mut out = Vec::new();
     let mut needs_authorisation = false;

@@ -13,6 +13,8 @@
 //! (migrations in `gateway/migrations/sqlite-audit`). On PostgreSQL it is the
 //! same database.
 
+pub mod sqlite_read;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,6 +31,8 @@ pub enum StorageError {
     BadUrl(String),
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    SqliteRead(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the audit log needs a database file; {0:?} is in memory")]
