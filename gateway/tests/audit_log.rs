@@ -1219,3 +1219,81 @@ async fn the_verify_command_finds_the_audit_log_from_either_file() {
     old.close().await;
     main.close().await;
 }
+
+/// Appends never stop: the writer commits each batch while it gathers the
+/// next, and timed checkpoints, requested checkpoints and shutdown still
+/// happen between batches and cover every answered event.
+async fn busy_writer(t: &TestDb) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let cfg = gateway::audit::AuditConfig {
+        checkpoint_interval_secs: 1,
+        ..common::config("gw-a")
+    };
+    let w = gateway::audit::AuditWriter::spawn_with_key(
+        t.db.clone(),
+        cfg,
+        gateway::audit::SigningKey::generate().expect("key"),
+    )
+    .await
+    .expect("writer");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..16u64 {
+        let (w, stop, answered) = (w.clone(), stop.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = task;
+            while !stop.load(Ordering::Relaxed) {
+                w.append(access(i, "education", None))
+                    .await
+                    .expect("append");
+                answered.fetch_add(1, Ordering::Relaxed);
+                i += 16;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = answered.load(Ordering::Relaxed);
+    assert!(before > 0, "{}: appends were answered", t.name);
+    let cp = w
+        .checkpoint_now()
+        .await
+        .expect("checkpoint")
+        .expect("the log grew");
+    assert!(
+        cp.tree_size >= before,
+        "{}: {} < {before}",
+        t.name,
+        cp.tree_size
+    );
+    // Two timed checkpoints fall due while the appends go on.
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("appender");
+    }
+    let total = answered.load(Ordering::Relaxed);
+    let last = w.shutdown().await.expect("final checkpoint");
+    assert_eq!(last.tree_size, total, "{}", t.name);
+    let cps = gateway::audit::store::checkpoints(&t.db, Some("gw-a"))
+        .await
+        .expect("checkpoints");
+    assert!(
+        cps.len() >= 3,
+        "{}: requested, timed and final checkpoints, got {}",
+        t.name,
+        cps.len()
+    );
+    let rep = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(rep.ok, "{}: {:?}", t.name, rep.first_problem);
+    assert_eq!(rep.events, total, "{}", t.name);
+}
+
+#[tokio::test]
+async fn a_busy_writer_still_checkpoints_and_shuts_down_cleanly() {
+    on_each_backend!(busy_writer);
+}

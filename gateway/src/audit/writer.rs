@@ -379,58 +379,107 @@ struct Task {
 
 type Waiter = oneshot::Sender<Result<Receipt, AuditError>>;
 
+/// A batch whose transaction runs in a task of its own while the writer
+/// gathers the next one.
+struct Inflight {
+    task: tokio::task::JoinHandle<Result<(), AuditError>>,
+    /// The last event's id, to settle a commit whose outcome is unknown.
+    last_event_id: String,
+    waiters: Vec<Waiter>,
+    /// One per event, the outage record's first if there is one.
+    receipts: Vec<Receipt>,
+    /// Receipts with no waiter (the outage record).
+    skip: usize,
+    subject_rows: u64,
+    /// The head once the batch is committed.
+    head: Head,
+}
+
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let period = Duration::from_secs(self.config.checkpoint_interval_secs);
         let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending: Vec<Msg> = Vec::new();
+        let mut inflight: Option<Inflight> = None;
+        let mut checkpoint_due = false;
+        let mut closed = false;
         loop {
-            let retry_at = self.retry_at;
-            let first = tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => m,
-                    None => { self.final_checkpoint().await; break; }
-                },
-                _ = ticker.tick() => {
+            if let Some(mut f) = inflight.take() {
+                // A batch is being committed: queue what arrives meanwhile
+                // (the commit's duration is the next batch's gathering
+                // window), then settle it.
+                let joined = loop {
+                    tokio::select! {
+                        biased;
+                        r = &mut f.task => break r,
+                        m = rx.recv(), if !closed && pending.len() < self.config.max_batch => match m {
+                            Some(m) => pending.push(m),
+                            None => closed = true,
+                        },
+                        _ = ticker.tick() => checkpoint_due = true,
+                    }
+                };
+                self.finish(f, joined).await;
+                gather(&mut rx, &mut pending, self.config.max_batch).await;
+                if checkpoint_due {
+                    checkpoint_due = false;
                     if let Err(e) = self.checkpoint().await {
                         tracing::warn!(error = %e, "audit checkpoint failed; will retry");
                     }
-                    continue;
                 }
-                _ = sleep_until_opt(retry_at) => {
-                    // Probe: try to write the outage record on its own.
-                    self.write(Vec::new()).await;
-                    continue;
-                }
-            };
-            pending.push(first);
-            // Group commit: take whatever else is queued, and what the
-            // callers answered by the last commit are sending right now
-            // (yielding lets them run); stop when a pass brings nothing.
-            for _ in 0..GATHER_PASSES {
-                let before = pending.len();
-                while pending.len() < self.config.max_batch {
-                    match rx.try_recv() {
-                        Ok(m) => pending.push(m),
-                        Err(_) => break,
-                    }
-                }
-                if pending.len() == before || pending.len() >= self.config.max_batch {
+            } else if pending.is_empty() {
+                if closed {
+                    self.final_checkpoint().await;
                     break;
                 }
-                tokio::task::yield_now().await;
+                let retry_at = self.retry_at;
+                let first = tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => m,
+                        None => { closed = true; continue; }
+                    },
+                    _ = ticker.tick() => {
+                        if let Err(e) = self.checkpoint().await {
+                            tracing::warn!(error = %e, "audit checkpoint failed; will retry");
+                        }
+                        continue;
+                    }
+                    _ = sleep_until_opt(retry_at) => {
+                        // Probe: try to write the outage record on its own.
+                        self.write(Vec::new()).await;
+                        continue;
+                    }
+                };
+                pending.push(first);
+                gather(&mut rx, &mut pending, self.config.max_batch).await;
             }
-            let mut batch = Vec::with_capacity(pending.len());
+            if pending.is_empty() {
+                continue;
+            }
+            let mut batch = Vec::with_capacity(pending.len().min(self.config.max_batch));
             let mut control = Vec::new();
+            let mut rest = Vec::new();
             for m in pending.drain(..) {
                 match m {
-                    Msg::Append(ev, w) => batch.push((*ev, w)),
+                    Msg::Append(ev, w) if batch.len() < self.config.max_batch => {
+                        batch.push((*ev, w))
+                    }
+                    m @ Msg::Append(..) => rest.push(m),
                     other => control.push(other),
                 }
             }
+            pending = rest;
             if !batch.is_empty() {
-                self.write(batch).await;
+                inflight = self.launch(batch).await;
+            }
+            if control.is_empty() {
+                continue;
+            }
+            // Checkpoints and shutdown see every earlier append committed.
+            if let Some(mut f) = inflight.take() {
+                let joined = (&mut f.task).await;
+                self.finish(f, joined).await;
             }
             let mut stop = false;
             for m in control {
@@ -441,7 +490,13 @@ impl Task {
                     Msg::Shutdown(reply) => {
                         // Commit whatever raced in before the shutdown.
                         rx.close();
-                        let mut rest = Vec::new();
+                        let mut rest: Vec<(AuditEvent, Waiter)> = pending
+                            .drain(..)
+                            .filter_map(|m| match m {
+                                Msg::Append(ev, w) => Some((*ev, w)),
+                                _ => None,
+                            })
+                            .collect();
                         while let Ok(Msg::Append(ev, w)) = rx.try_recv() {
                             rest.push((*ev, w));
                         }
@@ -471,9 +526,18 @@ impl Task {
         }
     }
 
-    /// Commits `batch` (after the outage record, if the store was down) or
-    /// fails it; answers every waiter.
+    /// Commits `batch` and answers its waiters before returning.
     async fn write(&mut self, batch: Vec<(AuditEvent, Waiter)>) {
+        if let Some(mut f) = self.launch(batch).await {
+            let joined = (&mut f.task).await;
+            self.finish(f, joined).await;
+        }
+    }
+
+    /// Starts committing `batch` (after the outage record, if the store was
+    /// down) in a task of its own and returns it, or fails it at once.
+    /// Nothing else may write the log until [`Task::finish`] has settled it.
+    async fn launch(&mut self, batch: Vec<(AuditEvent, Waiter)>) -> Option<Inflight> {
         if let Some(at) = self.retry_at
             && Instant::now() < at
         {
@@ -483,7 +547,7 @@ impl Task {
             for (_, w) in batch {
                 let _ = w.send(Err(AuditError::Unavailable));
             }
-            return;
+            return None;
         }
         let mut events: Vec<AuditEvent> = Vec::with_capacity(batch.len() + 1);
         if let Some(o) = &self.outage {
@@ -501,7 +565,7 @@ impl Task {
                     .build(),
             );
         } else if batch.is_empty() {
-            return;
+            return None;
         }
         let mut waiters = Vec::with_capacity(batch.len());
         for (ev, w) in batch {
@@ -509,60 +573,50 @@ impl Task {
             waiters.push(w);
         }
         let skip = events.len() - waiters.len();
-        let rows: u64 = events.iter().map(|e| e.subjects.len() as u64).sum();
-        match self.commit(&mut events).await {
-            Ok(receipts) => {
-                if self.outage.take().is_some() {
-                    tracing::info!("audit store writable again");
-                }
-                self.backoff = INITIAL_BACKOFF;
-                self.retry_at = None;
-                self.health.send_if_modified(|h| {
-                    let changed = *h != AuditHealth::Ready;
-                    *h = AuditHealth::Ready;
-                    changed
-                });
-                for (w, r) in waiters.into_iter().zip(receipts.into_iter().skip(skip)) {
-                    let _ = w.send(Ok(r));
-                }
-                self.unindexed_rows += rows;
-                let written = self.head.as_ref().map_or(0, |h| h.next_seq);
-                if written.saturating_sub(self.indexed_to) >= self.config.subject_index_batch
-                    || self.unindexed_rows >= store::INDEX_BATCH_ROWS
-                {
-                    self.index_subjects().await;
-                }
-            }
+        let subject_rows: u64 = events.iter().map(|e| e.subjects.len() as u64).sum();
+        let prepared = match self.prepare(&mut events).await {
+            Ok(p) => p,
             Err(e) => {
-                self.head = None;
-                let class = e.class();
-                tracing::error!(error = %e, events = waiters.len(), "audit store write failed; refusing appends");
-                let now = now_ms();
-                let o = self.outage.get_or_insert(Outage {
-                    since_ms: now,
-                    refused: 0,
-                    error_class: class,
-                });
-                o.refused += waiters.len() as u64;
-                let since = o.since_ms;
-                let _ = self.health.send(AuditHealth::Unavailable {
-                    since_ms: since,
-                    error: e.to_string(),
-                });
-                self.retry_at = Some(Instant::now() + self.backoff);
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                for w in waiters {
-                    let _ = w.send(Err(AuditError::Unavailable));
-                }
+                self.failed(e, waiters);
+                return None;
             }
-        }
+        };
+        let (rows, head) = prepared;
+        let receipts = rows
+            .iter()
+            .map(|r| Receipt {
+                log_id: r.record.log_id.clone(),
+                seq: r.record.seq,
+                hash: r.hash,
+            })
+            .collect();
+        let last_event_id = rows
+            .last()
+            .map(|r| r.record.event_id.clone())
+            .unwrap_or_default();
+        let db = self.db.clone();
+        let task = tokio::spawn(async move { store::append_batch(&db, &rows).await });
+        Some(Inflight {
+            task,
+            last_event_id,
+            waiters,
+            receipts,
+            skip,
+            subject_rows,
+            head,
+        })
     }
 
-    async fn commit(&mut self, events: &mut [AuditEvent]) -> Result<Vec<Receipt>, AuditError> {
+    /// Hashes `events` onto the head: their rows, and the head once they
+    /// are committed.
+    async fn prepare(
+        &mut self,
+        events: &mut [AuditEvent],
+    ) -> Result<(Vec<StoredEvent>, Head), AuditError> {
         if self.head.is_none() {
             self.head = Some(Head::resume(&self.db, &self.config.log_id).await?);
         }
-        let Some(head) = self.head.as_mut() else {
+        let Some(head) = self.head.as_ref() else {
             return Err(AuditError::Corrupt("no log head"));
         };
         let log_id = self.config.log_id.as_str();
@@ -582,26 +636,89 @@ impl Task {
             });
             prev = hash;
         }
-        if let Err(e) = store::append_batch(&self.db, &rows).await {
+        let next = Head {
+            next_seq: head.next_seq + rows.len() as u64,
+            last_hash: prev,
+            frontier,
+        };
+        Ok((rows, next))
+    }
+
+    /// Settles a launched batch: answers its waiters with their receipts,
+    /// or with [`AuditError::Unavailable`] if it did not commit.
+    async fn finish(
+        &mut self,
+        f: Inflight,
+        joined: Result<Result<(), AuditError>, tokio::task::JoinError>,
+    ) {
+        let result = match joined {
+            Ok(r) => r,
+            Err(e) => Err(AuditError::Io(std::io::Error::other(format!(
+                "the audit commit task failed: {e}"
+            )))),
+        };
+        if let Err(e) = result {
             // The commit may have happened even though we saw an error
             // (connection lost during COMMIT): settle it by looking.
-            let last_id = rows.last().map(|r| r.record.event_id.clone());
-            match last_id {
-                Some(id) if store::event_exists(&self.db, &id).await.unwrap_or(false) => {}
-                _ => return Err(e),
+            let landed = !f.last_event_id.is_empty()
+                && store::event_exists(&self.db, &f.last_event_id)
+                    .await
+                    .unwrap_or(false);
+            if !landed {
+                self.failed(e, f.waiters);
+                return;
             }
         }
-        head.next_seq += rows.len() as u64;
-        head.last_hash = prev;
-        head.frontier = frontier;
-        Ok(rows
+        self.head = Some(f.head);
+        if self.outage.take().is_some() {
+            tracing::info!("audit store writable again");
+        }
+        self.backoff = INITIAL_BACKOFF;
+        self.retry_at = None;
+        self.health.send_if_modified(|h| {
+            let changed = *h != AuditHealth::Ready;
+            *h = AuditHealth::Ready;
+            changed
+        });
+        for (w, r) in f
+            .waiters
             .into_iter()
-            .map(|r| Receipt {
-                log_id: r.record.log_id,
-                seq: r.record.seq,
-                hash: r.hash,
-            })
-            .collect())
+            .zip(f.receipts.into_iter().skip(f.skip))
+        {
+            let _ = w.send(Ok(r));
+        }
+        self.unindexed_rows += f.subject_rows;
+        let written = self.head.as_ref().map_or(0, |h| h.next_seq);
+        if written.saturating_sub(self.indexed_to) >= self.config.subject_index_batch
+            || self.unindexed_rows >= store::INDEX_BATCH_ROWS
+        {
+            self.index_subjects().await;
+        }
+    }
+
+    /// A write failed: refuse its waiters and later appends until the
+    /// store answers again.
+    fn failed(&mut self, e: AuditError, waiters: Vec<Waiter>) {
+        self.head = None;
+        let class = e.class();
+        tracing::error!(error = %e, events = waiters.len(), "audit store write failed; refusing appends");
+        let now = now_ms();
+        let o = self.outage.get_or_insert(Outage {
+            since_ms: now,
+            refused: 0,
+            error_class: class,
+        });
+        o.refused += waiters.len() as u64;
+        let since = o.since_ms;
+        let _ = self.health.send(AuditHealth::Unavailable {
+            since_ms: since,
+            error: e.to_string(),
+        });
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        for w in waiters {
+            let _ = w.send(Err(AuditError::Unavailable));
+        }
     }
 
     /// Adds the subjects of the events written since the last time to the
@@ -644,6 +761,25 @@ impl Task {
         store::insert_checkpoint(&self.db, &signed, &head.frontier.to_bytes()).await?;
         self.last_checkpoint_size = size;
         Ok(Some(signed))
+    }
+}
+
+/// Group commit: takes whatever else is queued, and what the callers
+/// answered by the last commit are sending right now (yielding lets them
+/// run), up to `max` in all; stops when a pass brings nothing.
+async fn gather(rx: &mut mpsc::Receiver<Msg>, pending: &mut Vec<Msg>, max: usize) {
+    for _ in 0..GATHER_PASSES {
+        let before = pending.len();
+        while pending.len() < max {
+            match rx.try_recv() {
+                Ok(m) => pending.push(m),
+                Err(_) => break,
+            }
+        }
+        if pending.len() == before || pending.len() >= max {
+            break;
+        }
+        tokio::task::yield_now().await;
     }
 }
 
