@@ -31,6 +31,8 @@ pub struct AuditDetail {
     pub purpose: Option<String>,
     pub authorisation_ref: Option<String>,
     pub grant_ids: Vec<String>,
+    /// The legal bases of the rules that allowed it, each once.
+    pub legal_bases: Vec<String>,
     pub subjects: Vec<IdNumber>,
     pub records_disclosed: u64,
     /// (field path, treatment) of each disclosed field.
@@ -118,6 +120,9 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             }
             for g in d.grant_ids {
                 b = b.grant_id(g);
+            }
+            if !d.legal_bases.is_empty() {
+                b = b.legal_basis(d.legal_bases.join(" | "));
             }
             b = b.subjects(d.subjects.iter().map(|id| state.subject_keys.subject(id)));
             b = b.records_disclosed(d.records_disclosed);

@@ -69,6 +69,11 @@ async fn each_access_is_one_event_and_the_log_verifies() {
             text.contains("edu-enrolment-student-aid"),
             "rule ids recorded: {e}"
         );
+        // The legal basis of the rule that allowed it (policies/education.yaml).
+        assert_eq!(
+            e["legal_basis"], "国办发〔2023〕39号; 学生资助资金管理办法 (家庭经济困难学生认定)",
+            "{e}"
+        );
         assert!(!text.contains(&id), "clear ID number in an event: {e}");
         let denied = events(&gw, "decision=deny&department=education").await;
         assert_eq!(denied.len(), 1, "{denied:?}");

@@ -115,6 +115,9 @@ pub struct Decision {
     pub reasons: Vec<Reason>,
     /// The rules that applied (allow and deny).
     pub rules: Vec<Arc<str>>,
+    /// The legal bases of the allow rules that applied, each once, for the
+    /// audit event (empty when denied).
+    pub legal_bases: Vec<Arc<str>>,
     /// The grants that activated conditional rules.
     pub grants: Vec<String>,
     /// Evaluation errors (none of them carries personal data).
@@ -136,6 +139,7 @@ impl Decision {
             version: set.version_arc(),
             reasons: vec![Reason { code, rule }],
             rules: Vec::new(),
+            legal_bases: Vec::new(),
             grants: Vec::new(),
             errors: Vec::new(),
             plan: None,
@@ -304,6 +308,7 @@ impl PolicySet {
 
         let mut active: u64 = 0;
         let mut rules = Vec::new();
+        let mut legal_bases: Vec<Arc<str>> = Vec::new();
         let mut grants = Vec::new();
         let mut whole_deny: Option<Arc<str>> = None;
         let mut any_allow = false;
@@ -353,6 +358,12 @@ impl PolicySet {
             if r.denies_whole() && whole_deny.is_none() {
                 whole_deny = Some(r.id.clone());
             }
+            if r.effect == Effect::Allow
+                && !r.legal_basis.is_empty()
+                && !legal_bases.contains(&r.legal_basis)
+            {
+                legal_bases.push(r.legal_basis.clone());
+            }
             any_allow |= r.effect == Effect::Allow;
         }
         if let Some(d) = whole_deny {
@@ -384,6 +395,7 @@ impl PolicySet {
                 rule: None,
             }],
             rules,
+            legal_bases,
             grants,
             errors: Vec::new(),
             plan: Some(plan),

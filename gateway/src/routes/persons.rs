@@ -528,6 +528,11 @@ fn audit_detail(
         detail.datasets.push(dataset.clone());
         detail.rules.extend(d.rules.iter().map(|r| r.to_string()));
         detail.grant_ids.extend(d.grants.iter().cloned());
+        for basis in &d.legal_bases {
+            if !detail.legal_bases.iter().any(|b| **b == **basis) {
+                detail.legal_bases.push(basis.to_string());
+            }
+        }
         for f in d.fields() {
             if f.treatment != crate::policy::Treatment::Drop {
                 detail
