@@ -477,9 +477,8 @@ impl Task {
                 continue;
             }
             // Checkpoints and shutdown see every earlier append committed.
-            if let Some(mut f) = inflight.take() {
-                let joined = (&mut f.task).await;
-                self.finish(f, joined).await;
+            if let Some(f) = inflight.take() {
+                self.settle(f).await;
             }
             let mut stop = false;
             for m in control {
@@ -528,10 +527,15 @@ impl Task {
 
     /// Commits `batch` and answers its waiters before returning.
     async fn write(&mut self, batch: Vec<(AuditEvent, Waiter)>) {
-        if let Some(mut f) = self.launch(batch).await {
-            let joined = (&mut f.task).await;
-            self.finish(f, joined).await;
+        if let Some(f) = self.launch(batch).await {
+            self.settle(f).await;
         }
+    }
+
+    /// Waits for a launched batch's commit and settles it.
+    async fn settle(&mut self, mut f: Inflight) {
+        let joined = (&mut f.task).await;
+        self.finish(f, joined).await;
     }
 
     /// Starts committing `batch` (after the outage record, if the store was
