@@ -1297,3 +1297,142 @@ async fn busy_writer(t: &TestDb) {
 async fn a_busy_writer_still_checkpoints_and_shuts_down_cleanly() {
     on_each_backend!(busy_writer);
 }
+
+/// The schema of `audit_events` in an SQLite audit file.
+async fn events_table_sql(db: &Database) -> String {
+    let Database::Sqlite(p) = db else {
+        unreachable!("SQLite only")
+    };
+    sqlx::query_scalar(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
+    )
+    .fetch_one(p)
+    .await
+    .expect("audit_events schema")
+}
+
+/// An SQLite audit file from before `audit_events` had rowids (a WITHOUT
+/// ROWID table, migrations/sqlite-audit/0003) is rebuilt on the next
+/// start: every event arrives in order, the log verifies against its
+/// checkpoint, the indexes and append-only triggers are back, and a writer
+/// goes on from there.
+#[tokio::test]
+async fn an_audit_file_from_before_rowids_is_rebuilt_whole() {
+    let t = TestDb::sqlite().await;
+    let w = fill(&t, "gw-a", 60).await;
+    let cp = w
+        .checkpoint_now()
+        .await
+        .expect("checkpoint")
+        .expect("new checkpoint");
+    w.shutdown().await;
+    assert!(!events_table_sql(&t.db).await.contains("WITHOUT ROWID"));
+
+    // The table as it was before.
+    let Database::Sqlite(p) = &t.db else {
+        unreachable!()
+    };
+    let mut tx = p.begin().await.expect("begin");
+    for sql in [
+        "DROP TRIGGER audit_events_no_update",
+        "DROP TRIGGER audit_events_no_delete",
+        "CREATE TABLE old_events (log_id TEXT NOT NULL, seq INTEGER NOT NULL, \
+         event_id TEXT NOT NULL, time_ms INTEGER NOT NULL, kind TEXT NOT NULL, \
+         department TEXT NOT NULL, client_id TEXT NOT NULL, datasets TEXT NOT NULL, \
+         purpose TEXT NOT NULL, decision TEXT NOT NULL, status INTEGER NOT NULL, \
+         subjects TEXT NOT NULL, body TEXT NOT NULL, leaf_hash BLOB NOT NULL, \
+         prev_hash BLOB NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (log_id, seq)) WITHOUT ROWID",
+        // Inserted out of order: the key, not the insertion, orders them.
+        "INSERT INTO old_events SELECT * FROM audit_events ORDER BY seq DESC",
+        "DROP TABLE audit_events",
+        "ALTER TABLE old_events RENAME TO audit_events",
+        "CREATE UNIQUE INDEX audit_events_event_id ON audit_events (event_id)",
+        "CREATE INDEX audit_events_time ON audit_events (time_ms, log_id, seq)",
+        "CREATE INDEX audit_events_department ON audit_events (department, time_ms)",
+        "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events \
+         BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+        "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events \
+         BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+        "DELETE FROM _sqlx_migrations WHERE version = 3",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+    }
+    tx.commit().await.expect("commit");
+    assert!(events_table_sql(&t.db).await.contains("WITHOUT ROWID"));
+    let old_ids: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM audit_events ORDER BY log_id, seq")
+            .fetch_all(p)
+            .await
+            .expect("event ids");
+
+    // The gateway starts again.
+    let main_url = std::path::Path::new(&t.url)
+        .with_file_name("gateway.db")
+        .display()
+        .to_string();
+    let main = Database::open(&main_url, 2).await.expect("open");
+    let audit = audit_of(&main, &main_url)
+        .await
+        .expect("migrate the audit file");
+    let Database::Sqlite(ap) = &audit else {
+        unreachable!()
+    };
+    assert!(!events_table_sql(&audit).await.contains("WITHOUT ROWID"));
+    let ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM audit_events ORDER BY rowid")
+        .fetch_all(ap)
+        .await
+        .expect("event ids");
+    assert_eq!(ids, old_ids, "every event, rowids in log order");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events' \
+         ORDER BY name",
+    )
+    .fetch_all(ap)
+    .await
+    .expect("indexes");
+    assert_eq!(
+        indexes,
+        [
+            "audit_events_department",
+            "audit_events_event_id",
+            "audit_events_time",
+            "sqlite_autoindex_audit_events_1",
+        ]
+    );
+    let rep = verify(&audit, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(rep.ok, "{:?}", rep.first_problem);
+    assert_eq!(rep.events, 60);
+    assert_eq!(rep.logs[0].root, hex::encode(cp.root));
+    assert_eq!(rep.logs[0].checkpoints_checked, 1);
+    for sql in [
+        "UPDATE audit_events SET status = 1",
+        "DELETE FROM audit_events WHERE seq = 0",
+    ] {
+        assert!(sqlx::query(sql).execute(ap).await.is_err(), "{sql}");
+    }
+    // A duplicate position is refused by the primary key.
+    let dup = "INSERT INTO audit_events SELECT log_id, seq, event_id || 'x', time_ms, kind, \
+               department, client_id, datasets, purpose, decision, status, subjects, body, \
+               leaf_hash, prev_hash, hash FROM audit_events WHERE seq = 5";
+    assert!(sqlx::query(dup).execute(ap).await.is_err(), "duplicate seq");
+
+    // A writer goes on from there.
+    let t2 = TestDb::wrap_sqlite(audit.clone(), t.url.clone());
+    let w = writer(&t2, "gw-a").await;
+    for i in 60..65u64 {
+        w.append(access(i, "education", None))
+            .await
+            .expect("append");
+    }
+    w.shutdown().await;
+    let rep = verify(&audit, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(rep.ok, "{:?}", rep.first_problem);
+    assert_eq!(rep.events, 65);
+    audit.close().await;
+    main.close().await;
+    t.cleanup().await;
+}
