@@ -834,14 +834,25 @@ async fn subject_searches_cover_events_the_index_does_not_yet() {
     on_each_backend!(subject_index_lags);
 }
 
+/// Runs `statements` in one transaction.
+async fn execute_all(db: &Database, statements: &[&'static str]) {
+    on_pool!(db, |p| {
+        let mut tx = p.begin().await.expect("begin");
+        for sql in statements {
+            sqlx::query(*sql).execute(&mut *tx).await.expect(sql);
+        }
+        tx.commit().await.expect("commit");
+    })
+}
+
 /// Puts the subject index back into its layout before generations (key
 /// (subject, log_id, seq), no `gen`) and forgets the migration that
 /// changed it, so that the next start runs it on these rows.
 async fn back_to_ungenerational_index(t: &TestDb) {
     match &t.db {
-        Database::Sqlite(p) => {
-            let mut tx = p.begin().await.expect("begin");
-            for sql in [
+        Database::Sqlite(_) => execute_all(
+            &t.db,
+            &[
                 "DROP TRIGGER audit_subjects_no_update",
                 "DROP TRIGGER audit_subjects_no_delete",
                 "CREATE TABLE old_subjects (subject TEXT NOT NULL, log_id TEXT NOT NULL, \
@@ -854,22 +865,20 @@ async fn back_to_ungenerational_index(t: &TestDb) {
                 "CREATE TRIGGER audit_subjects_no_delete BEFORE DELETE ON audit_event_subjects \
                  BEGIN SELECT RAISE(ABORT, 'audit_event_subjects is append-only'); END",
                 "DELETE FROM _sqlx_migrations WHERE version = 2",
-            ] {
-                sqlx::query(sql).execute(&mut *tx).await.expect(sql);
-            }
-            tx.commit().await.expect("commit");
-        }
-        Database::Postgres(p) => {
-            let mut tx = p.begin().await.expect("begin");
-            for sql in [
-                "ALTER TABLE audit_event_subjects DROP CONSTRAINT audit_event_subjects_pkey",
-                "ALTER TABLE audit_event_subjects DROP COLUMN gen",
-                "ALTER TABLE audit_event_subjects ADD PRIMARY KEY (subject, log_id, seq)",
-                "DELETE FROM _sqlx_migrations WHERE version = 7",
-            ] {
-                sqlx::query(sql).execute(&mut *tx).await.expect(sql);
-            }
-            tx.commit().await.expect("commit");
+            ],
+        )
+        .await,
+        Database::Postgres(_) => {
+            execute_all(
+                &t.db,
+                &[
+                    "ALTER TABLE audit_event_subjects DROP CONSTRAINT audit_event_subjects_pkey",
+                    "ALTER TABLE audit_event_subjects DROP COLUMN gen",
+                    "ALTER TABLE audit_event_subjects ADD PRIMARY KEY (subject, log_id, seq)",
+                    "DELETE FROM _sqlx_migrations WHERE version = 7",
+                ],
+            )
+            .await
         }
     }
 }
@@ -1329,36 +1338,36 @@ async fn an_audit_file_from_before_rowids_is_rebuilt_whole() {
     assert!(!events_table_sql(&t.db).await.contains("WITHOUT ROWID"));
 
     // The table as it was before.
-    let Database::Sqlite(p) = &t.db else {
-        unreachable!()
-    };
-    let mut tx = p.begin().await.expect("begin");
-    for sql in [
-        "DROP TRIGGER audit_events_no_update",
-        "DROP TRIGGER audit_events_no_delete",
-        "CREATE TABLE old_events (log_id TEXT NOT NULL, seq INTEGER NOT NULL, \
+    execute_all(
+        &t.db,
+        &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+            "CREATE TABLE old_events (log_id TEXT NOT NULL, seq INTEGER NOT NULL, \
          event_id TEXT NOT NULL, time_ms INTEGER NOT NULL, kind TEXT NOT NULL, \
          department TEXT NOT NULL, client_id TEXT NOT NULL, datasets TEXT NOT NULL, \
          purpose TEXT NOT NULL, decision TEXT NOT NULL, status INTEGER NOT NULL, \
          subjects TEXT NOT NULL, body TEXT NOT NULL, leaf_hash BLOB NOT NULL, \
          prev_hash BLOB NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (log_id, seq)) WITHOUT ROWID",
-        // Inserted out of order: the key, not the insertion, orders them.
-        "INSERT INTO old_events SELECT * FROM audit_events ORDER BY seq DESC",
-        "DROP TABLE audit_events",
-        "ALTER TABLE old_events RENAME TO audit_events",
-        "CREATE UNIQUE INDEX audit_events_event_id ON audit_events (event_id)",
-        "CREATE INDEX audit_events_time ON audit_events (time_ms, log_id, seq)",
-        "CREATE INDEX audit_events_department ON audit_events (department, time_ms)",
-        "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events \
+            // Inserted out of order: the key, not the insertion, orders them.
+            "INSERT INTO old_events SELECT * FROM audit_events ORDER BY seq DESC",
+            "DROP TABLE audit_events",
+            "ALTER TABLE old_events RENAME TO audit_events",
+            "CREATE UNIQUE INDEX audit_events_event_id ON audit_events (event_id)",
+            "CREATE INDEX audit_events_time ON audit_events (time_ms, log_id, seq)",
+            "CREATE INDEX audit_events_department ON audit_events (department, time_ms)",
+            "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events \
          BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
-        "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events \
+            "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events \
          BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
-        "DELETE FROM _sqlx_migrations WHERE version = 3",
-    ] {
-        sqlx::query(sql).execute(&mut *tx).await.expect(sql);
-    }
-    tx.commit().await.expect("commit");
+            "DELETE FROM _sqlx_migrations WHERE version = 3",
+        ],
+    )
+    .await;
     assert!(events_table_sql(&t.db).await.contains("WITHOUT ROWID"));
+    let Database::Sqlite(p) = &t.db else {
+        unreachable!()
+    };
     let old_ids: Vec<String> =
         sqlx::query_scalar("SELECT event_id FROM audit_events ORDER BY log_id, seq")
             .fetch_all(p)
