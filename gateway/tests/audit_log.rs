@@ -135,7 +135,7 @@ async fn tamper_update(t: &TestDb) {
 async fn tamper_update_body(t: &TestDb) {
     let p = tampered(
         t,
-        "UPDATE audit_events SET body = replace(body, 'medical-assistance', 'other') WHERE seq = 33",
+        "UPDATE audit_events SET body = replace(body, 'mask:first6-last4', 'clear') WHERE seq = 33",
     )
     .await;
     assert_eq!(

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AuditError;
 use super::checkpoint::{CheckpointExport, EXPORT_FORMAT, SignedCheckpoint};
-use super::event::{AuditEvent, FieldDisclosure, SubjectKeys, SubjectRef, rfc3339_ms};
+use super::event::{FieldDisclosure, SubjectKeys, SubjectRef, rfc3339_ms};
 use super::merkle::{ConsistencyProof, InclusionProof, MerkleTree, leaf_hash};
 use super::query::{Filter, MAX_LIMIT, query};
 use super::record::Record;
@@ -282,8 +282,10 @@ impl SubjectReport {
             let rec = p
                 .verify(trusted_keys)
                 .map_err(|e| format!("access {i}: {e}"))?;
-            let ev: AuditEvent = serde_json::from_str(&rec.body)
-                .map_err(|_| format!("access {i}: the proven event body is not an event"))?;
+            let ev = rec
+                .as_ref()
+                .event()
+                .map_err(|e| format!("access {i}: the proven event does not decode: {e}"))?;
             if !ev.subjects.iter().any(|s| self.subjects.contains(s)) {
                 return Err(format!(
                     "access {i}: the proven event does not name this person"

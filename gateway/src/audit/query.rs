@@ -16,6 +16,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::AuditError;
 use super::event::{AuditEvent, EventKind, Outcome, SubjectKeys, SubjectRef};
+use super::record::Record;
+use super::store::record_from_row;
 use crate::storage::{Backend, Database};
 
 /// Most events per page.
@@ -210,6 +212,15 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// The position just after `r`.
+    fn after(r: &Record) -> Self {
+        Cursor {
+            time_ms: r.time_ms,
+            log_id: r.log_id.clone(),
+            seq: r.seq,
+        }
+    }
+
     /// `"<time_ms>.<seq>.<log_id>"`.
     pub fn encode(&self) -> String {
         format!("{}.{}.{}", self.time_ms, self.seq, self.log_id)
@@ -396,16 +407,17 @@ macro_rules! bind_all {
     }};
 }
 
-/// Raw rows of a page: `(log_id, seq, time_ms, body)`.
+/// The stored rows of a page (hashes aside), oldest first.
 async fn page_rows(
     db: &Database,
     f: &Filter,
     cursor: Option<&Cursor>,
     limit: u32,
-) -> Result<Vec<(String, u64, i64, String)>, AuditError> {
+) -> Result<Vec<Record>, AuditError> {
     let (w, ps) = from_where(f, cursor, db.backend());
     let sql = format!(
-        "SELECT e.log_id, e.seq, e.time_ms, e.body{w} \
+        "SELECT e.log_id, e.seq, e.event_id, e.time_ms, e.kind, e.department, e.client_id, \
+         e.datasets, e.purpose, e.decision, e.status, e.subjects, e.body{w} \
          ORDER BY e.time_ms, e.log_id, e.seq LIMIT {}",
         limit.clamp(1, MAX_LIMIT)
     );
@@ -414,8 +426,7 @@ async fn page_rows(
         ($p:expr) => {{
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), &ps);
             for r in q.fetch_all($p).await? {
-                let seq: i64 = r.try_get(1)?;
-                out.push((r.try_get(0)?, seq as u64, r.try_get(2)?, r.try_get(3)?));
+                out.push(record_from_row!(&r));
             }
         }};
     }
@@ -424,6 +435,11 @@ async fn page_rows(
         Database::Postgres(p) => collect!(p),
     }
     Ok(out)
+}
+
+/// The event a row stores; [`AuditError::Corrupt`] if it does not decode.
+fn event_of(r: &Record) -> Result<AuditEvent, AuditError> {
+    r.as_ref().event().map_err(AuditError::Corrupt)
 }
 
 /// One page of events matching `f` after `cursor`.
@@ -435,21 +451,16 @@ pub async fn query(
 ) -> Result<Page, AuditError> {
     let limit = limit.clamp(1, MAX_LIMIT);
     let rows = page_rows(db, f, cursor, limit).await?;
-    let next_cursor = (rows.len() as u32 == limit).then(|| {
-        rows.last().map(|(l, s, t, _)| {
-            Cursor {
-                time_ms: *t,
-                log_id: l.clone(),
-                seq: *s,
-            }
-            .encode()
-        })
-    });
+    let next_cursor =
+        (rows.len() as u32 == limit).then(|| rows.last().map(|r| Cursor::after(r).encode()));
     let mut events = Vec::with_capacity(rows.len());
-    for (log_id, seq, _, body) in rows {
-        let event: AuditEvent = serde_json::from_str(&body)
-            .map_err(|_| AuditError::Corrupt("an event body is not valid JSON; run verify"))?;
-        events.push(LoggedEvent { log_id, seq, event });
+    for r in rows {
+        let event = event_of(&r)?;
+        events.push(LoggedEvent {
+            log_id: r.log_id,
+            seq: r.seq,
+            event,
+        });
     }
     Ok(Page {
         events,
@@ -568,23 +579,17 @@ fn csv_row(log_id: &str, seq: u64, e: &AuditEvent) -> Vec<String> {
 }
 
 /// Renders one page in `format`; the CSV header goes with the first page.
-fn render(
-    format: ExportFormat,
-    first: bool,
-    rows: &[(String, u64, i64, String)],
-) -> Result<Bytes, AuditError> {
-    let mut out = Vec::with_capacity(rows.len() * 700);
+fn render(format: ExportFormat, first: bool, rows: &[Record]) -> Result<Bytes, AuditError> {
+    let mut out = Vec::with_capacity(rows.len() * 1_500);
     match format {
         ExportFormat::Ndjson => {
-            for (log_id, seq, _, body) in rows {
-                // The stored body is a JSON object; prepend the position.
-                let rest = body.strip_prefix('{').ok_or(AuditError::Corrupt(
-                    "an event body is not a JSON object; run verify",
-                ))?;
-                out.extend_from_slice(b"{\"log_id\":");
-                serde_json::to_writer(&mut out, log_id)?;
-                out.extend_from_slice(format!(",\"seq\":{seq},").as_bytes());
-                out.extend_from_slice(rest.as_bytes());
+            for r in rows {
+                let line = LoggedEvent {
+                    log_id: r.log_id.clone(),
+                    seq: r.seq,
+                    event: event_of(r)?,
+                };
+                serde_json::to_writer(&mut out, &line)?;
                 out.push(b'\n');
             }
         }
@@ -593,11 +598,8 @@ fn render(
             if first {
                 w.write_record(CSV_HEADER)?;
             }
-            for (log_id, seq, _, body) in rows {
-                let e: AuditEvent = serde_json::from_str(body).map_err(|_| {
-                    AuditError::Corrupt("an event body is not valid JSON; run verify")
-                })?;
-                w.write_record(csv_row(log_id, *seq, &e))?;
+            for r in rows {
+                w.write_record(csv_row(&r.log_id, r.seq, &event_of(r)?))?;
             }
             w.flush()?;
         }
@@ -637,11 +639,7 @@ pub fn export_stream(db: Database, f: Filter, format: ExportFormat) -> ExportStr
                 return Ok(None);
             }
             st.done = (rows.len() as u32) < MAX_LIMIT;
-            st.cursor = rows.last().map(|(l, s, t, _)| Cursor {
-                time_ms: *t,
-                log_id: l.clone(),
-                seq: *s,
-            });
+            st.cursor = rows.last().map(Cursor::after);
             let chunk = render(format, st.first, &rows)?;
             st.first = false;
             Ok(Some((chunk, st)))
@@ -791,9 +789,8 @@ pub async fn denials(
     let mut cursor = None;
     loop {
         let rows = page_rows(db, &f, cursor.as_ref(), MAX_LIMIT).await?;
-        for (_, _, _, body) in &rows {
-            let e: AuditEvent = serde_json::from_str(body)
-                .map_err(|_| AuditError::Corrupt("an event body is not valid JSON; run verify"))?;
+        for r in &rows {
+            let e = event_of(r)?;
             let dept = e.department.clone().unwrap_or_default();
             let client = e.client_id.clone().unwrap_or_default();
             let g = groups
@@ -818,11 +815,7 @@ pub async fn denials(
         if (rows.len() as u32) < MAX_LIMIT {
             break;
         }
-        cursor = rows.last().map(|(l, s, t, _)| Cursor {
-            time_ms: *t,
-            log_id: l.clone(),
-            seq: *s,
-        });
+        cursor = rows.last().map(Cursor::after);
     }
     let mut out: Vec<DenialSummary> = groups.into_values().collect();
     out.sort_by(|a, b| {

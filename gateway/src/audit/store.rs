@@ -39,27 +39,37 @@ pub(crate) fn to_hash(b: &[u8]) -> Option<Hash> {
     b.try_into().ok()
 }
 
-macro_rules! stored_from_row {
+/// The [`Record`] in the first 13 columns of a row selected in
+/// [`EVENT_COLUMNS`] order.
+macro_rules! record_from_row {
     ($row:expr) => {{
         let row = $row;
         let seq: i64 = row.try_get(1)?;
+        $crate::audit::record::Record {
+            log_id: row.try_get(0)?,
+            seq: seq as u64,
+            event_id: row.try_get(2)?,
+            time_ms: row.try_get(3)?,
+            kind: row.try_get(4)?,
+            department: row.try_get(5)?,
+            client_id: row.try_get(6)?,
+            datasets: row.try_get(7)?,
+            purpose: row.try_get(8)?,
+            decision: row.try_get(9)?,
+            status: row.try_get(10)?,
+            subjects: row.try_get(11)?,
+            body: row.try_get(12)?,
+        }
+    }};
+}
+pub(crate) use record_from_row;
+
+macro_rules! stored_from_row {
+    ($row:expr) => {{
+        let row = $row;
         let bad = || sqlx::Error::Decode("audit row has a hash that is not 32 bytes".into());
         StoredEvent {
-            record: Record {
-                log_id: row.try_get(0)?,
-                seq: seq as u64,
-                event_id: row.try_get(2)?,
-                time_ms: row.try_get(3)?,
-                kind: row.try_get(4)?,
-                department: row.try_get(5)?,
-                client_id: row.try_get(6)?,
-                datasets: row.try_get(7)?,
-                purpose: row.try_get(8)?,
-                decision: row.try_get(9)?,
-                status: row.try_get(10)?,
-                subjects: row.try_get(11)?,
-                body: row.try_get(12)?,
-            },
+            record: record_from_row!(row),
             leaf_hash: to_hash(row.try_get::<&[u8], _>(13)?).ok_or_else(bad)?,
             prev_hash: to_hash(row.try_get::<&[u8], _>(14)?).ok_or_else(bad)?,
             hash: to_hash(row.try_get::<&[u8], _>(15)?).ok_or_else(bad)?,
