@@ -297,9 +297,10 @@ impl fmt::Debug for SubjectKeys {
     }
 }
 
-/// One audit event. Serialised (JSON, field order as declared) it is the
-/// `body` stored in `audit_events`; `time` is the RFC 3339 rendering of
-/// `time_ms`.
+/// One audit event, as the API, exports and reports show it (JSON, field
+/// order as declared); `time` is the RFC 3339 rendering of `time_ms`. Its
+/// row in `audit_events` holds the indexed fields in columns and the rest
+/// in `body` ([`crate::audit::record`] describes the stored body).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEvent {

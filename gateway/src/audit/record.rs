@@ -12,8 +12,8 @@
 //!        | subjects | body
 //! ```
 //!
-//! `body` is the event's JSON exactly as stored; the hash covers those bytes
-//! as they are, so no JSON canonicalisation is needed to verify, and the
+//! `body` is the stored body (below) exactly as stored; the hash covers those
+//! bytes as they are, so no JSON canonicalisation is needed to verify, and the
 //! indexed columns (department, client, …) are covered too, so editing one
 //! of them to hide an event from a query is detected. Length prefixes make the
 //! encoding unambiguous; `log_id` and `seq` bind the event to its position.
