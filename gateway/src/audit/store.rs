@@ -40,12 +40,16 @@ pub(crate) fn to_hash(b: &[u8]) -> Option<Hash> {
 }
 
 /// The [`Record`] in the first 13 columns of a row selected in
-/// [`EVENT_COLUMNS`] order.
+/// [`EVENT_COLUMNS`] order; `record_from_row!(RecordRef, row)` borrows them
+/// instead.
 macro_rules! record_from_row {
-    ($row:expr) => {{
+    ($row:expr) => {
+        record_from_row!(Record, $row)
+    };
+    ($Rec:ident, $row:expr) => {{
         let row = $row;
         let seq: i64 = row.try_get(1)?;
-        $crate::audit::record::Record {
+        $Rec {
             log_id: row.try_get(0)?,
             seq: seq as u64,
             event_id: row.try_get(2)?,

@@ -35,7 +35,7 @@ use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
 use super::merkle::{Frontier, Hash, leaf_hash};
 use super::record::{GENESIS, RecordRef, chain_hash};
-use super::store::{self, EVENT_COLUMNS};
+use super::store::{self, EVENT_COLUMNS, record_from_row};
 use crate::storage::Database;
 
 /// What to trust beyond the database itself.
@@ -567,22 +567,7 @@ impl Verifier {
 macro_rules! feed {
     ($v:expr, $r:expr) => {{
         let r = &$r;
-        let seq: i64 = r.try_get(1)?;
-        let rec = RecordRef {
-            log_id: r.try_get(0)?,
-            seq: seq as u64,
-            event_id: r.try_get(2)?,
-            time_ms: r.try_get(3)?,
-            kind: r.try_get(4)?,
-            department: r.try_get(5)?,
-            client_id: r.try_get(6)?,
-            datasets: r.try_get(7)?,
-            purpose: r.try_get(8)?,
-            decision: r.try_get(9)?,
-            status: r.try_get(10)?,
-            subjects: r.try_get(11)?,
-            body: r.try_get(12)?,
-        };
+        let rec = record_from_row!(RecordRef, r);
         $v.row(&rec, r.try_get(13)?, r.try_get(14)?, r.try_get(15)?);
     }};
 }
