@@ -17,7 +17,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::AuditError;
 use super::event::{AuditEvent, EventKind, Outcome, SubjectKeys, SubjectRef};
 use super::record::Record;
-use super::store::record_from_row;
+use super::store::{record_columns_of, record_from_row};
 use crate::storage::{Backend, Database};
 
 /// Most events per page.
@@ -416,9 +416,8 @@ async fn page_rows(
 ) -> Result<Vec<Record>, AuditError> {
     let (w, ps) = from_where(f, cursor, db.backend());
     let sql = format!(
-        "SELECT e.log_id, e.seq, e.event_id, e.time_ms, e.kind, e.department, e.client_id, \
-         e.datasets, e.purpose, e.decision, e.status, e.subjects, e.body{w} \
-         ORDER BY e.time_ms, e.log_id, e.seq LIMIT {}",
+        "SELECT {}{w} ORDER BY e.time_ms, e.log_id, e.seq LIMIT {}",
+        record_columns_of("e"),
         limit.clamp(1, MAX_LIMIT)
     );
     let mut out = Vec::new();

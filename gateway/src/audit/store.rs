@@ -25,8 +25,26 @@ pub struct StoredEvent {
     pub hash: Hash,
 }
 
-pub(crate) const EVENT_COLUMNS: &str = "log_id, seq, event_id, time_ms, kind, department, \
-     client_id, datasets, purpose, decision, status, subjects, body, leaf_hash, prev_hash, hash";
+/// The columns of a [`Record`], in the order `record_from_row!` reads them.
+macro_rules! record_columns {
+    () => {
+        "log_id, seq, event_id, time_ms, kind, department, client_id, datasets, purpose, \
+         decision, status, subjects, body"
+    };
+}
+
+/// A [`Record`]'s columns, then its three hashes.
+pub(crate) const EVENT_COLUMNS: &str = concat!(record_columns!(), ", leaf_hash, prev_hash, hash");
+
+/// A [`Record`]'s columns, each prefixed with `alias.` (for queries that
+/// join `audit_events` to other tables).
+pub(crate) fn record_columns_of(alias: &str) -> String {
+    record_columns!()
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Rows per multi-row INSERT statement (16 binds each). Small enough that
 /// the statements for every size 1..=64 stay in sqlx's statement cache
