@@ -5,10 +5,10 @@
 //!
 //! 1. [`crate::server`]: TLS handshake, client certificate verified against
 //!    the CA bundle and CRL, parsed once per connection ([`ConnInfo`]).
-//! 2. [`observe`]: span and metrics for every request.
-//! 3. [`authenticate`]: certificate subject → registered [`Caller`], or 403.
-//! 4. [`rate_limit`]: per-client quota, or 429 with `Retry-After`.
-//! 5. [`limit_body`]: declared body size over the limit → 413.
+//! 2. `observe`: span and metrics for every request.
+//! 3. `authenticate`: certificate subject → registered [`Caller`], or 403.
+//! 4. `rate_limit`: per-client quota, or 429 with `Retry-After`.
+//! 5. `limit_body`: declared body size over the limit → 413.
 //! 6. the handler, whose signature declares the role it requires.
 
 use std::net::SocketAddr;

@@ -525,7 +525,7 @@ pub async fn subject_index_state(
 }
 
 /// Most events indexed by one [`index_subjects`] transaction.
-const INDEX_BATCH_EVENTS: i64 = 50_000;
+pub const INDEX_BATCH_EVENTS: i64 = 50_000;
 /// Subject rows after which an [`index_subjects`] transaction stops taking
 /// events (it always takes at least one whole event): bounds its memory
 /// when batch matches name 100,000 subjects each.
