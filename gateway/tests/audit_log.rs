@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::{ID_A, ID_B, TestDb, access, id, keys, writer};
 use gateway::audit::verify::ProblemKind;
 use gateway::audit::{
-    AuditError, AuditEvent, AuditHealth, EventKind, VerifyOptions, archive, proofs, query, verify,
+    AuditError, AuditEvent, AuditHealth, EventKind, Outcome, VerifyOptions, archive, proofs, query,
+    verify,
 };
 use gateway::storage::Database;
 
@@ -1444,4 +1445,188 @@ async fn an_audit_file_from_before_rowids_is_rebuilt_whole() {
     audit.close().await;
     main.close().await;
     t.cleanup().await;
+}
+
+/// The event bytes of `rec` in the listed form (`GWA1`), written out here
+/// from the layout documented in `audit::record`: how a gateway built
+/// before `GWA2` hashed every event, whatever its number of subjects.
+fn listed_bytes(rec: &gateway::audit::record::Record) -> Vec<u8> {
+    fn put(buf: &mut Vec<u8>, s: &str) {
+        buf.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    }
+    let mut b = b"GWA1".to_vec();
+    put(&mut b, &rec.log_id);
+    b.extend_from_slice(&rec.seq.to_be_bytes());
+    put(&mut b, &rec.event_id);
+    b.extend_from_slice(&rec.time_ms.to_be_bytes());
+    for s in [
+        &rec.kind,
+        &rec.department,
+        &rec.client_id,
+        &rec.datasets,
+        &rec.purpose,
+        &rec.decision,
+    ] {
+        put(&mut b, s);
+    }
+    b.extend_from_slice(&rec.status.to_be_bytes());
+    put(&mut b, &rec.subjects);
+    put(&mut b, &rec.body);
+    b
+}
+
+/// A match's event (`n` made-up subjects with ID_A's at position `at`).
+fn batch_event(n: u32, at: usize) -> AuditEvent {
+    let mut subjects: Vec<_> = (0..n)
+        .map(|i| {
+            gateway::audit::event::SubjectRef::parse(&format!("v2:{i:064x}")).expect("subject")
+        })
+        .collect();
+    subjects.insert(at, keys().subject(&id(ID_A)));
+    AuditEvent::access("POST /v1/match")
+        .client("edu-sys", "education")
+        .dataset("enrolments")
+        .purpose("student-aid")
+        .subjects(subjects)
+        .records_disclosed(u64::from(n))
+        .field("category", "clear")
+        .decision(Outcome::Allow, ["edu-reads"], Some("v3".into()))
+        .status(200)
+        .build()
+}
+
+/// Events naming more than `SUBJECTS_LISTED_MAX` subjects (batch matches)
+/// commit to them by a root: the log verifies; a subject dropped from the
+/// column is named; the per-person report proves such an access with a
+/// subject path instead of every other subject's HMAC, and a forged path
+/// fails; an archive keeps the subjects and checks them; and such an event
+/// written before `GWA2` (hashed with its subjects listed) still verifies,
+/// proves and archives.
+async fn many_subjects(t: &TestDb) {
+    use gateway::audit::record::{Record, chain_hash};
+    use gateway::audit::store::{self, StoredEvent};
+
+    let w = writer(t, "gw-m").await;
+    w.append(access(0, "education", Some(&id(ID_A))))
+        .await
+        .expect("append");
+    w.append(batch_event(300, 150)).await.expect("append");
+    w.shutdown().await;
+
+    // A gateway built before GWA2 wrote event 2: a match with its subjects
+    // listed in the hashed bytes.
+    let (last, prev) = store::head(&t.db, "gw-m")
+        .await
+        .expect("head")
+        .expect("events");
+    let mut ev = batch_event(200, 7);
+    ev.instance_id = "gw-m".into();
+    let rec = Record::from_event("gw-m", last + 1, &ev).expect("record");
+    let leaf = gateway::audit::merkle::leaf_hash(&listed_bytes(&rec));
+    let old = StoredEvent {
+        hash: chain_hash(&prev, &leaf),
+        record: rec,
+        leaf_hash: leaf,
+        prev_hash: prev,
+    };
+    store::append_batch(&t.db, std::slice::from_ref(&old))
+        .await
+        .expect("insert");
+
+    let w = writer(t, "gw-m").await;
+    w.append(batch_event(80, 79)).await.expect("append");
+    w.checkpoint_now().await.expect("cp").expect("cp");
+    w.shutdown().await;
+    let key = vec![w.public_key_hex().to_owned()];
+    let r = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(r.ok, "{}: {:?}", t.name, r.first_problem);
+    assert_eq!(r.events, 4);
+
+    // The per-person report: four accesses, proofs that stay small.
+    let rep = proofs::subject_report(&t.db, &keys(), &id(ID_A), None, None)
+        .await
+        .expect("report");
+    assert_eq!(rep.accesses.len(), 4, "{}", t.name);
+    assert_eq!(rep.verify(&key), Ok(4), "{}", t.name);
+    let proof = |i: usize| rep.accesses[i].proof.as_ref().expect("checkpointed");
+    for (i, path) in [(0, None), (1, Some(9)), (2, None), (3, Some(6))] {
+        assert_eq!(proof(i).subject.as_ref().map(|s| s.path.len()), path, "{i}");
+    }
+    let json = |i: usize| serde_json::to_string(proof(i)).expect("json").len();
+    assert!(json(1) < 4_000, "{} bytes", json(1));
+    // The event written before GWA2 proves with its listed bytes.
+    assert!(json(2) > 200 * 67, "{} bytes", json(2));
+    let mut forged = rep.clone();
+    if let Some(sp) = forged.accesses[1]
+        .proof
+        .as_mut()
+        .and_then(|p| p.subject.as_mut())
+    {
+        sp.subject = format!("v2:{:064x}", 3);
+    }
+    assert!(
+        forged
+            .verify(&key)
+            .expect_err("a path for another subject")
+            .contains("subjects root")
+    );
+    let mut forged = rep.clone();
+    if let Some(p) = forged.accesses[1].proof.as_mut() {
+        p.subject = None;
+    }
+    assert!(
+        forged
+            .verify(&key)
+            .expect_err("no subject path")
+            .contains("does not name this person")
+    );
+
+    // An archive keeps the subjects of rooted events and checks them.
+    let mut file = Vec::new();
+    archive::archive_segment(&t.db, "gw-m", 0, None, &mut file)
+        .await
+        .expect("archive");
+    archive::verify_segment(file.as_slice(), &key).expect("verifies off-line");
+    let text = String::from_utf8(file).expect("utf8");
+    let lines: Vec<&str> = text.lines().collect();
+    let has_subjects = |l: &str| {
+        serde_json::from_str::<serde_json::Value>(l).expect("json")["subjects"].is_string()
+    };
+    assert_eq!(
+        lines.iter().map(|l| has_subjects(l)).collect::<Vec<_>>(),
+        [false, false, true, false, true, false]
+    );
+    let other = format!("v2:{:064x}", 0);
+    let changed = lines[2].replacen(&other, &format!("v2:{:064x}", 999), 1);
+    let file = [&lines[..2], &[changed.as_str()], &lines[3..]]
+        .concat()
+        .join("\n");
+    let err = archive::verify_segment(file.as_bytes(), &key).expect_err("detected");
+    assert!(
+        err.starts_with("line 3:") && err.contains("subjects"),
+        "{err}"
+    );
+
+    // Dropping a subject from a rooted event's column is named.
+    t.drop_guards().await;
+    t.exec("UPDATE audit_events SET subjects = substr(subjects, 69) WHERE seq = 1")
+        .await;
+    let r = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    let p = r.first_problem.expect("detected");
+    assert_eq!(
+        (p.seq, p.kind),
+        (Some(1), ProblemKind::Modified),
+        "{}",
+        t.name
+    );
+}
+
+#[tokio::test]
+async fn events_naming_many_subjects_commit_to_them_by_a_root() {
+    on_each_backend!(many_subjects);
 }

@@ -8,6 +8,7 @@
 //! {"type":"segment","format":"gateway-audit-segment/v1","log_id":…,"start":S,"end":E,
 //!  "frontier":"<hex: Merkle right edge over events 0..S>","prev_hash":"<hash of event S-1>"}
 //! {"type":"event","seq":S,"event_bytes":"<base64>","prev_hash":…,"hash":…}
+//! {"type":"event","seq":S+1,"event_bytes":"<base64>","subjects":"v1:… v1:…",…}
 //! …
 //! {"type":"checkpoint","checkpoint":{signed checkpoint at tree size E}}
 //! ```
@@ -18,6 +19,12 @@
 //! event, and a wrong frontier cannot produce the signed root. Consecutive
 //! segment files chain: the last `hash` of one is the next one's
 //! `prev_hash`.
+//!
+//! An event whose bytes commit to its subjects by a root (`GWA2`, a batch
+//! match; see `audit::record`) carries its `subjects` column beside them,
+//! checked against that root, so the archive keeps whom it named. Files of
+//! the first format (`gateway-audit-segment/v1`, before `GWA2` existed)
+//! verify as before.
 
 use std::io::{BufRead, Write};
 
@@ -27,12 +34,16 @@ use serde::{Deserialize, Serialize};
 use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
 use super::merkle::{Frontier, Hash, hex32, leaf_hash};
-use super::record::{GENESIS, Record, chain_hash};
+use super::record::{GENESIS, Record, SubjectsRoot, chain_hash};
 use super::store;
 use crate::storage::Database;
 
 /// The format tag of segment files.
-pub const SEGMENT_FORMAT: &str = "gateway-audit-segment/v1";
+pub const SEGMENT_FORMAT: &str = "gateway-audit-segment/v2";
+
+/// Earlier format tags still read: v1 differs only in having no `GWA2`
+/// events, so no `subjects` key.
+const SEGMENT_FORMATS_READ: [&str; 2] = [SEGMENT_FORMAT, "gateway-audit-segment/v1"];
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -49,6 +60,10 @@ enum Line {
     Event {
         seq: u64,
         event_bytes: String,
+        /// The `subjects` column of an event whose bytes hold only its
+        /// subjects' root.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subjects: Option<String>,
         #[serde(with = "hex32")]
         prev_hash: Hash,
         #[serde(with = "hex32")]
@@ -132,9 +147,11 @@ pub async fn archive_segment<W: Write>(
             return Err(AuditError::Corrupt("the log has a gap; run verify"));
         }
         for e in chunk {
+            let (bytes, rooted) = e.record.as_ref().encode_for(&e.leaf_hash);
             write(&Line::Event {
                 seq: e.record.seq,
-                event_bytes: b64.encode(e.record.as_ref().encode()),
+                event_bytes: b64.encode(bytes),
+                subjects: rooted.then(|| e.record.subjects.clone()),
                 prev_hash: e.prev_hash,
                 hash: e.hash,
             })?;
@@ -189,7 +206,7 @@ pub fn verify_segment<R: BufRead>(
                 },
                 None,
             ) => {
-                if format != SEGMENT_FORMAT {
+                if !SEGMENT_FORMATS_READ.contains(&format.as_str()) {
                     return Err(format!("line {n}: unknown format {format:?}"));
                 }
                 let bytes =
@@ -212,6 +229,7 @@ pub fn verify_segment<R: BufRead>(
                 Line::Event {
                     seq,
                     event_bytes,
+                    subjects,
                     prev_hash,
                     hash,
                 },
@@ -221,8 +239,27 @@ pub fn verify_segment<R: BufRead>(
                 let bytes = b64
                     .decode(&event_bytes)
                     .map_err(|_| format!("line {n}: event_bytes is not base64"))?;
-                let rec = Record::decode(&bytes)
+                let (rec, root) = Record::decode(&bytes)
                     .ok_or_else(|| format!("line {n}: not an encoded event"))?;
+                match (root, subjects) {
+                    (None, None) => {}
+                    (Some(root), Some(s)) if SubjectsRoot::of_column(s.as_bytes()) == root => {}
+                    (Some(_), Some(_)) => {
+                        return Err(format!(
+                            "line {n}: event {seq}'s subjects do not match the root its bytes commit to"
+                        ));
+                    }
+                    (Some(_), None) => {
+                        return Err(format!(
+                            "line {n}: event {seq} commits to its subjects by a root but the line does not list them"
+                        ));
+                    }
+                    (None, Some(_)) => {
+                        return Err(format!(
+                            "line {n}: event {seq} lists its subjects in its bytes; the line must not add any"
+                        ));
+                    }
+                }
                 if seq != next_seq || rec.seq != seq || &rec.log_id != log_id || seq >= *end {
                     return Err(format!(
                         "line {n}: expected event {next_seq} of log {log_id}, found seq {seq} (encoded {} of {})",

@@ -4,6 +4,9 @@
 //! Every proof carries the event bytes (base64), so a checker recomputes the
 //! leaf hash itself, reads the event from the same bytes, and checks the
 //! path against a signed checkpoint it can compare with what witnesses hold.
+//! An event naming many subjects (a batch match) commits to them by a root
+//! (`GWA2`, see `audit::record`): its bytes stay small, and a proof that it
+//! named one person adds that subject's path to the root ([`SubjectProof`]).
 
 use std::collections::BTreeMap;
 
@@ -16,7 +19,7 @@ use super::checkpoint::{CheckpointExport, EXPORT_FORMAT, SignedCheckpoint};
 use super::event::{FieldDisclosure, SubjectKeys, SubjectRef, rfc3339_ms};
 use super::merkle::{ConsistencyProof, InclusionProof, MerkleTree, leaf_hash};
 use super::query::{Filter, MAX_LIMIT, query};
-use super::record::Record;
+use super::record::{Record, SubjectProof, SubjectsRoot};
 use super::store;
 use crate::storage::Database;
 
@@ -36,18 +39,36 @@ pub struct EventProof {
     pub proof: InclusionProof,
     /// The checkpoint it leads to.
     pub checkpoint: SignedCheckpoint,
+    /// For an event that commits to its subjects by a root: that it names
+    /// one of them (the per-person report's subject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SubjectProof>,
+}
+
+/// What a verified [`EventProof`] establishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proven {
+    /// The event's columns as encoded. For an event that commits to its
+    /// subjects by a root, `subjects` is empty: see `subjects_root`.
+    pub record: Record,
+    /// How such an event commits to its subjects.
+    pub subjects_root: Option<SubjectsRoot>,
+    /// The subject the proof's [`SubjectProof`] shows such an event names.
+    pub proven_subject: Option<String>,
 }
 
 impl EventProof {
     /// Checks everything a witness can check: the bytes decode, hash to the
     /// leaf, name this event and position, the path leads to the
     /// checkpoint's root, the signature is valid (and by a trusted key,
-    /// when given). Returns the decoded record.
-    pub fn verify(&self, trusted_keys: &[String]) -> Result<Record, String> {
+    /// when given), and a subject path leads to the event's subjects root.
+    /// Returns what the bytes say.
+    pub fn verify(&self, trusted_keys: &[String]) -> Result<Proven, String> {
         let bytes = b64()
             .decode(&self.event_bytes)
             .map_err(|_| "event_bytes is not base64".to_owned())?;
-        let rec = Record::decode(&bytes).ok_or("event_bytes is not an encoded event")?;
+        let (rec, subjects_root) =
+            Record::decode(&bytes).ok_or("event_bytes is not an encoded event")?;
         if leaf_hash(&bytes) != self.proof.leaf_hash {
             return Err("the event bytes do not hash to the proof's leaf".into());
         }
@@ -66,7 +87,21 @@ impl EventProof {
         if !self.proof.verify(&self.checkpoint.root) {
             return Err("the inclusion proof does not lead to the checkpoint's root".into());
         }
-        Ok(rec)
+        let proven_subject = match (&self.subject, &subjects_root) {
+            (None, _) => None,
+            (Some(sp), Some(root)) if sp.verify(root) => Some(sp.subject.clone()),
+            (Some(_), Some(_)) => {
+                return Err("the subject path does not lead to the event's subjects root".into());
+            }
+            (Some(_), None) => {
+                return Err("a subject path for an event that lists its subjects".into());
+            }
+        };
+        Ok(Proven {
+            record: rec,
+            subjects_root,
+            proven_subject,
+        })
     }
 }
 
@@ -108,14 +143,25 @@ impl LogProver {
         }))
     }
 
-    fn prove(&self, e: &store::StoredEvent) -> Option<EventProof> {
+    /// The proof of `e`; for an event committing to its subjects by a
+    /// root, with the path of the first of `person` it names.
+    fn prove(&self, e: &store::StoredEvent, person: &[SubjectRef]) -> Option<EventProof> {
         let path = self
             .tree
             .inclusion_proof(e.record.seq, self.checkpoint.tree_size)
             .ok()?;
+        let (bytes, rooted) = e.record.as_ref().encode_for(&e.leaf_hash);
+        let subject = if rooted {
+            person
+                .iter()
+                .find_map(|s| SubjectsRoot::prove(&e.record.subjects, s.as_str()))
+        } else {
+            None
+        };
         Some(EventProof {
             event_id: e.record.event_id.clone(),
-            event_bytes: b64().encode(e.record.as_ref().encode()),
+            subject,
+            event_bytes: b64().encode(bytes),
             proof: InclusionProof {
                 log_id: e.record.log_id.clone(),
                 leaf_index: e.record.seq,
@@ -138,7 +184,7 @@ pub async fn inclusion_proof(db: &Database, event_id: &str) -> Result<EventProof
         .await?
         .ok_or_else(|| AuditError::NotYetCheckpointed(event_id.to_owned()))?;
     prover
-        .prove(&e)
+        .prove(&e, &[])
         .ok_or_else(|| AuditError::NotYetCheckpointed(event_id.to_owned()))
 }
 
@@ -279,14 +325,22 @@ impl SubjectReport {
         let mut n = 0;
         for (i, a) in self.accesses.iter().enumerate() {
             let Some(p) = &a.proof else { continue };
-            let rec = p
+            let proven = p
                 .verify(trusted_keys)
                 .map_err(|e| format!("access {i}: {e}"))?;
-            let ev = rec
+            let ev = proven
+                .record
                 .as_ref()
                 .event()
                 .map_err(|e| format!("access {i}: the proven event does not decode: {e}"))?;
-            if !ev.subjects.iter().any(|s| self.subjects.contains(s)) {
+            let names_person = match &proven.subjects_root {
+                None => ev.subjects.iter().any(|s| self.subjects.contains(s)),
+                Some(_) => proven
+                    .proven_subject
+                    .as_deref()
+                    .is_some_and(|p| self.subjects.iter().any(|s| s.as_str() == p)),
+            };
+            if !names_person {
                 return Err(format!(
                     "access {i}: the proven event does not name this person"
                 ));
@@ -340,7 +394,7 @@ pub async fn subject_report(
                     let stored = store::event_by_id(db, &ev_id)
                         .await?
                         .ok_or(AuditError::Corrupt("an event vanished during the report"))?;
-                    p.prove(&stored)
+                    p.prove(&stored, &subjects)
                 }
                 _ => None,
             };

@@ -12,6 +12,29 @@
 //!        | subjects | body
 //! ```
 //!
+//! # Events naming many subjects (`GWA2`)
+//!
+//! An event whose `subjects` column names more than
+//! [`SUBJECTS_LISTED_MAX`] subjects (a batch match names up to 100,000)
+//! commits to them through a Merkle root instead of listing them: the same
+//! layout with magic `"GWA2"` and, in place of the `subjects` string,
+//!
+//! ```text
+//! subject_count:u64 | subjects_root (32 bytes)
+//! ```
+//!
+//! where `subjects_root` is the RFC 6962 root (see `audit::merkle`) over the
+//! column's space-separated parts in column order, each leaf
+//! `SHA-256(0x00 || subject)`. The column is still stored whole and still
+//! covered: change, add, drop or reorder one subject and the root, hence
+//! the leaf hash, changes. What it buys is the per-person report: proving
+//! that one access named a person takes the event bytes (about a kilobyte)
+//! and that subject's path to the root (17 hashes at 100,000), where the
+//! listed form needed every other subject's HMAC too (7 MB). Events naming
+//! more subjects written before this form existed are `GWA1`; whoever
+//! checks a stored row accepts either encoding (the magic keeps them
+//! apart, and both commit to every column), see [`RecordRef::encode_for`].
+//!
 //! `body` is the stored body (below) exactly as stored; the hash covers those
 //! bytes as they are, so no JSON canonicalisation is needed to verify, and the
 //! indexed columns (department, client, …) are covered too, so editing one
@@ -52,13 +75,84 @@ use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
 use super::event::{AuditEvent, EventKind, FieldDisclosure, Outcome, SubjectRef, rfc3339_ms};
-use super::merkle::{Hash, leaf_hash};
+use super::merkle::{Frontier, Hash, MerkleTree, hex32, leaf_hash, verify_inclusion};
 use crate::identity::Role;
 
 /// The `prev_hash` of the first event of every log.
 pub const GENESIS: Hash = [0u8; 32];
 
 const MAGIC: &[u8; 4] = b"GWA1";
+const MAGIC_ROOTED: &[u8; 4] = b"GWA2";
+
+/// Most subjects an event lists in its event bytes (`GWA1`); an event
+/// naming more commits to them through a Merkle root (`GWA2`, see the module
+/// documentation). At this size a listed proof is ~4.4 KB of HMACs; a path
+/// to the root would be 6 hashes.
+pub const SUBJECTS_LISTED_MAX: usize = 64;
+
+/// How an event with many subjects commits to them (`GWA2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubjectsRoot {
+    /// Subjects named.
+    pub count: u64,
+    /// RFC 6962 root over them, in column order.
+    pub root: Hash,
+}
+
+impl SubjectsRoot {
+    /// The root over a `subjects` column's space-separated parts.
+    pub fn of_column(column: &[u8]) -> Self {
+        let mut f = Frontier::new();
+        for part in column.split(|b| *b == b' ') {
+            f.push(leaf_hash(part));
+        }
+        SubjectsRoot {
+            count: f.size(),
+            root: f.root(),
+        }
+    }
+
+    /// The tree over a `subjects` column and the position of `subject` in
+    /// it, to prove that the column names it.
+    pub fn prove(column: &str, subject: &str) -> Option<SubjectProof> {
+        let parts: Vec<&str> = column.split(' ').collect();
+        let index = parts.iter().position(|p| *p == subject)? as u64;
+        let tree = MerkleTree::from_leaves(parts.iter().map(|p| leaf_hash(p.as_bytes())).collect());
+        let path = tree.inclusion_proof(index, parts.len() as u64).ok()?;
+        Some(SubjectProof {
+            subject: subject.to_owned(),
+            index,
+            path,
+        })
+    }
+}
+
+/// That a `GWA2` event names one subject: its position among the event's
+/// subjects and the path from it to [`SubjectsRoot::root`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectProof {
+    /// The subject as the `subjects` column spells it (`v<key version>:<hex>`).
+    pub subject: String,
+    /// Its position in the column.
+    pub index: u64,
+    /// Sibling hashes from the leaf up, hex.
+    #[serde(with = "hex32::vec")]
+    pub path: Vec<Hash>,
+}
+
+impl SubjectProof {
+    /// Whether the path leads from the subject to `root`.
+    pub fn verify(&self, root: &SubjectsRoot) -> bool {
+        verify_inclusion(
+            self.index,
+            root.count,
+            &leaf_hash(self.subject.as_bytes()),
+            &self.path,
+            &root.root,
+        )
+    }
+}
 
 /// One row of `audit_events` minus the three hashes, borrowed.
 #[derive(Clone, Copy, Debug)]
@@ -104,7 +198,7 @@ fn put_bytes(buf: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// One row's hashed columns exactly as stored: the text columns as their
-/// raw bytes. The one place the `GWA1` layout is written; verification of
+/// raw bytes. The one place the event-bytes layouts (`GWA1`, `GWA2`) are written; verification of
 /// an SQLite file encodes straight from SQLite's column buffers with it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RawColumns<'a> {
@@ -124,9 +218,44 @@ pub(crate) struct RawColumns<'a> {
 }
 
 impl RawColumns<'_> {
-    /// Appends the event bytes to `buf` (which is not cleared).
+    /// Whether the row's event bytes commit to its subjects by a root
+    /// (`GWA2`): its `subjects` column names more than
+    /// [`SUBJECTS_LISTED_MAX`].
+    pub(crate) fn rooted(&self) -> bool {
+        // Parts = spaces + 1; scanning a person query's one HMAC is cheap.
+        !self.subjects.is_empty()
+            && self.subjects.iter().filter(|b| **b == b' ').count() >= SUBJECTS_LISTED_MAX
+    }
+
+    /// Appends the event bytes to `buf` (which is not cleared): `GWA2` when
+    /// [`RawColumns::rooted`], else `GWA1`.
     pub(crate) fn encode_into(&self, buf: &mut Vec<u8>) {
-        buf.extend_from_slice(MAGIC);
+        self.encode_as(buf, self.rooted());
+    }
+
+    /// The leaf hash of a stored row whose `leaf_hash` column is `stored`:
+    /// of its event bytes as [`RawColumns::encode_into`] writes them, or,
+    /// for a rooted row written before `GWA2` existed, of its `GWA1` bytes
+    /// if those match `stored`. Either way a row whose columns changed gets
+    /// a leaf that differs from `stored`. `buf` is scratch space.
+    pub(crate) fn leaf_for(&self, stored: Option<&Hash>, buf: &mut Vec<u8>) -> Hash {
+        buf.clear();
+        let rooted = self.rooted();
+        self.encode_as(buf, rooted);
+        let leaf = leaf_hash(buf);
+        if rooted && stored.is_some_and(|s| *s != leaf) {
+            buf.clear();
+            self.encode_as(buf, false);
+            let listed = leaf_hash(buf);
+            if stored == Some(&listed) {
+                return listed;
+            }
+        }
+        leaf
+    }
+
+    fn encode_as(&self, buf: &mut Vec<u8>, rooted: bool) {
+        buf.extend_from_slice(if rooted { MAGIC_ROOTED } else { MAGIC });
         put_bytes(buf, self.log_id);
         buf.extend_from_slice(&self.seq.to_be_bytes());
         put_bytes(buf, self.event_id);
@@ -138,14 +267,51 @@ impl RawColumns<'_> {
         put_bytes(buf, self.purpose);
         put_bytes(buf, self.decision);
         buf.extend_from_slice(&self.status.to_be_bytes());
-        put_bytes(buf, self.subjects);
+        if rooted {
+            let r = SubjectsRoot::of_column(self.subjects);
+            buf.extend_from_slice(&r.count.to_be_bytes());
+            buf.extend_from_slice(&r.root);
+        } else {
+            put_bytes(buf, self.subjects);
+        }
         put_bytes(buf, self.body);
     }
 }
 
-impl RecordRef<'_> {
+impl<'a> RecordRef<'a> {
     /// Appends the event bytes to `buf` (which is not cleared).
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        self.raw().encode_into(buf);
+    }
+
+    /// The event bytes whose leaf hash is `stored` (the row's `leaf_hash`),
+    /// and whether they commit to the subjects by a root (`GWA2`): the bytes
+    /// as the writer encodes them now, or, for a row naming more than
+    /// [`SUBJECTS_LISTED_MAX`] subjects written before `GWA2` existed, its
+    /// listed (`GWA1`) bytes if those are what `stored` is the hash of. For
+    /// proofs and archives, which hand the bytes out.
+    pub fn encode_for(&self, stored: &Hash) -> (Vec<u8>, bool) {
+        let raw = self.raw();
+        let mut buf = Vec::with_capacity(128 + self.body.len());
+        let rooted = raw.rooted();
+        raw.encode_as(&mut buf, rooted);
+        if rooted && leaf_hash(&buf) != *stored {
+            let mut listed = Vec::with_capacity(buf.len() + self.subjects.len());
+            raw.encode_as(&mut listed, false);
+            if leaf_hash(&listed) == *stored {
+                return (listed, false);
+            }
+        }
+        (buf, rooted)
+    }
+
+    /// The leaf hash of this row given its stored one: see
+    /// [`RawColumns::leaf_for`].
+    pub(crate) fn leaf_for(&self, stored: Option<&Hash>, buf: &mut Vec<u8>) -> Hash {
+        self.raw().leaf_for(stored, buf)
+    }
+
+    fn raw(&self) -> RawColumns<'a> {
         RawColumns {
             log_id: self.log_id.as_bytes(),
             seq: self.seq,
@@ -161,12 +327,11 @@ impl RecordRef<'_> {
             subjects: self.subjects.as_bytes(),
             body: self.body.as_bytes(),
         }
-        .encode_into(buf);
     }
 
-    /// The event bytes.
+    /// The event bytes, as the writer hashes them now.
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(96 + self.body.len() + self.subjects.len());
+        let mut buf = Vec::with_capacity(128 + self.body.len());
         self.encode_into(&mut buf);
         buf
     }
@@ -222,12 +387,17 @@ impl Record {
         })
     }
 
-    /// Parses event bytes back into a record (archives, per-person reports).
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
+    /// Parses event bytes back into a record (archives, proofs). For `GWA2`
+    /// bytes the record's `subjects` is empty and the root says what they
+    /// commit to.
+    pub fn decode(bytes: &[u8]) -> Option<(Self, Option<SubjectsRoot>)> {
         let mut r = Reader(bytes);
-        if r.take(4)? != MAGIC {
-            return None;
-        }
+        let rooted = match r.take(4)? {
+            m if m == MAGIC => false,
+            m if m == MAGIC_ROOTED => true,
+            _ => return None,
+        };
+        let mut root = None;
         let rec = Record {
             log_id: r.string()?,
             seq: r.u64()?,
@@ -240,10 +410,21 @@ impl Record {
             purpose: r.string()?,
             decision: r.string()?,
             status: r.u64()? as i64,
-            subjects: r.string()?,
+            subjects: if rooted {
+                let count = r.u64()?;
+                let hash = r.take(32)?.try_into().ok()?;
+                // A rooted event names more than SUBJECTS_LISTED_MAX.
+                if count <= SUBJECTS_LISTED_MAX as u64 {
+                    return None;
+                }
+                root = Some(SubjectsRoot { count, root: hash });
+                String::new()
+            } else {
+                r.string()?
+            },
             body: r.string()?,
         };
-        r.0.is_empty().then_some(rec)
+        r.0.is_empty().then_some((rec, root))
     }
 }
 
@@ -538,7 +719,7 @@ mod tests {
             .build();
         let rec = Record::from_event("gw-a", 7, &ev).expect("serialises");
         let bytes = rec.as_ref().encode();
-        assert_eq!(Record::decode(&bytes).as_ref(), Some(&rec));
+        assert_eq!(Record::decode(&bytes), Some((rec.clone(), None)));
         assert!(Record::decode(&bytes[..bytes.len() - 1]).is_none());
         let mut longer = bytes.clone();
         longer.push(0);
@@ -553,6 +734,116 @@ mod tests {
         let mut b = rec.clone();
         b.seq = 8;
         assert_ne!(b.as_ref().encode(), bytes);
+    }
+
+    /// A match's event naming `n` subjects.
+    fn batch_event(n: usize) -> AuditEvent {
+        AuditEvent::access("POST /v1/match")
+            .client("edu-1", "education")
+            .dataset("assistance-enrolment")
+            .purpose("student-aid")
+            .subjects((0..n).map(|i| subject(i as u32)))
+            .decision(Outcome::Allow, ["r1"], Some("sha256:00".to_owned()))
+            .status(200)
+            .build()
+    }
+
+    fn subject(i: u32) -> SubjectRef {
+        SubjectRef::parse(&format!("v1:{i:064x}")).expect("subject")
+    }
+
+    #[test]
+    fn events_naming_many_subjects_commit_to_them_by_a_root() {
+        // Up to the limit the subjects are listed in the bytes.
+        let small = Record::from_event("gw-a", 1, &batch_event(SUBJECTS_LISTED_MAX)).expect("ok");
+        let bytes = small.as_ref().encode();
+        assert_eq!(&bytes[..4], b"GWA1");
+        assert_eq!(Record::decode(&bytes), Some((small.clone(), None)));
+
+        let rec = Record::from_event("gw-a", 2, &batch_event(1_000)).expect("ok");
+        let bytes = rec.as_ref().encode();
+        assert_eq!(&bytes[..4], b"GWA2");
+        assert!(bytes.len() < 600, "{} bytes", bytes.len());
+        let (back, root) = Record::decode(&bytes).expect("decodes");
+        let root = root.expect("a root");
+        assert_eq!(root, SubjectsRoot::of_column(rec.subjects.as_bytes()));
+        assert_eq!(root.count, 1_000);
+        assert_eq!(
+            back,
+            Record {
+                subjects: String::new(),
+                ..rec.clone()
+            }
+        );
+        // Every other column is still in the bytes and read back.
+        assert_eq!(back.body, rec.body);
+
+        // Changing, dropping or reordering one subject changes the bytes.
+        let parts: Vec<&str> = rec.subjects.split(' ').collect();
+        let mut changed = parts.clone();
+        let other = subject(5_000);
+        changed[500] = other.as_str();
+        let mut dropped = parts.clone();
+        dropped.remove(999);
+        let mut swapped = parts.clone();
+        swapped.swap(0, 1);
+        for variant in [changed, dropped, swapped] {
+            let r = Record {
+                subjects: variant.join(" "),
+                ..rec.clone()
+            };
+            assert_ne!(leaf_hash(&r.as_ref().encode()), leaf_hash(&bytes));
+        }
+
+        // A GWA2 header claiming a listable count is not an encoding.
+        let mut forged = bytes.clone();
+        let at = forged.len() - (4 + rec.body.len()) - 32 - 8;
+        forged[at..at + 8].copy_from_slice(&64u64.to_be_bytes());
+        assert!(Record::decode(&forged).is_none());
+    }
+
+    #[test]
+    fn a_subject_path_proves_one_subject_of_a_rooted_event() {
+        let rec = Record::from_event("gw-a", 2, &batch_event(300)).expect("ok");
+        let root = SubjectsRoot::of_column(rec.subjects.as_bytes());
+        let s = subject(123);
+        let p = SubjectsRoot::prove(&rec.subjects, s.as_str()).expect("named");
+        assert_eq!(p.index, 123);
+        assert_eq!(p.path.len(), 9);
+        assert!(p.verify(&root));
+        let mut other = p.clone();
+        other.subject = subject(124).as_str().to_owned();
+        assert!(!other.verify(&root));
+        let mut moved = p.clone();
+        moved.index = 122;
+        assert!(!moved.verify(&root));
+        assert!(SubjectsRoot::prove(&rec.subjects, subject(300).as_str()).is_none());
+    }
+
+    #[test]
+    fn rooted_rows_hashed_in_the_listed_form_before_gwa2_still_match() {
+        let rec = Record::from_event("gw-a", 2, &batch_event(100)).expect("ok");
+        let raw = rec.as_ref().raw();
+        let mut listed = Vec::new();
+        raw.encode_as(&mut listed, false);
+        assert_eq!(&listed[..4], b"GWA1");
+        let old_leaf = leaf_hash(&listed);
+        let mut buf = Vec::new();
+        assert_eq!(rec.as_ref().leaf_for(Some(&old_leaf), &mut buf), old_leaf);
+        assert_eq!(rec.as_ref().encode_for(&old_leaf), (listed.clone(), false));
+        let new_leaf = leaf_hash(&rec.as_ref().encode());
+        assert_eq!(rec.as_ref().leaf_for(Some(&new_leaf), &mut buf), new_leaf);
+        assert!(rec.as_ref().encode_for(&new_leaf).1);
+        // A row changed since matches neither.
+        let changed = Record {
+            department: "housing".into(),
+            ..rec.clone()
+        };
+        for stored in [old_leaf, new_leaf] {
+            assert_ne!(changed.as_ref().leaf_for(Some(&stored), &mut buf), stored);
+        }
+        // Decoding the listed form gives the subjects back.
+        assert_eq!(Record::decode(&listed), Some((rec, None)));
     }
 
     fn full_event() -> AuditEvent {

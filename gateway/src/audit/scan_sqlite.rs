@@ -7,7 +7,7 @@
 //! hashing. Here one thread steps a read-only connection through
 //! `audit_events` in `(log_id, seq)` order and encodes each row's columns,
 //! straight from SQLite's buffers, into a batch ([`RawColumns`], the same
-//! `GWA1` bytes the writer hashed); a second thread hashes the batch and
+//! event bytes the writer hashed); a second thread hashes the batch and
 //! feeds the [`Verifier`]. The connection is a separate one opened on the
 //! same file: in WAL mode its read transaction sees one consistent snapshot
 //! while the gateway keeps writing.
@@ -37,7 +37,7 @@ struct Row {
     event_id: Range<usize>,
     seq: u64,
     subjects: u64,
-    /// The `GWA1` event bytes.
+    /// The event bytes (empty when `leaf` was computed while reading).
     event: Range<usize>,
     /// Their leaf hash, when the reading thread computed it.
     leaf: Option<Hash>,
@@ -119,6 +119,7 @@ fn read_rows(
     let mut stmt = conn.prepare(&sql).map_err(sqlite_err)?;
     let mut rows = stmt.query([]).map_err(sqlite_err)?;
     let mut batch = Batch::default();
+    let mut scratch = Vec::new();
     while let Some(r) = rows.next().map_err(sqlite_err)? {
         let at = batch.bytes.len();
         let Columns {
@@ -137,19 +138,27 @@ fn read_rows(
             ))?;
         batch.bytes.extend_from_slice(cols.log_id);
         batch.bytes.extend_from_slice(cols.event_id);
-        let start = batch.bytes.len();
-        cols.encode_into(&mut batch.bytes);
         let stored = match unreadable {
             Some(detail) => Err(detail),
             None => stored_hashes(r),
         };
+        let start = batch.bytes.len();
+        // A row naming many subjects (a batch match: rare, and its subject
+        // root is ~100,000 hashes) is hashed here, where its columns are,
+        // in case it predates GWA2 (RawColumns::leaf_for).
+        let leaf = cols
+            .rooted()
+            .then(|| cols.leaf_for(stored.as_ref().ok().map(|[l, _, _]| l), &mut scratch));
+        if leaf.is_none() {
+            cols.encode_into(&mut batch.bytes);
+        }
         batch.rows.push(Row {
             log_id,
             event_id,
             seq: cols.seq,
             subjects: count_subjects(cols.subjects),
             event: start..batch.bytes.len(),
-            leaf: None,
+            leaf,
             stored,
         });
         if batch.rows.len() == BATCH_ROWS {
@@ -178,7 +187,7 @@ fn send(tx: &mpsc::SyncSender<Batch>, batch: Batch) -> bool {
         Ok(()) => true,
         Err(mpsc::TrySendError::Disconnected(_)) => false,
         Err(mpsc::TrySendError::Full(mut batch)) => {
-            for r in &mut batch.rows {
+            for r in batch.rows.iter_mut().filter(|r| r.leaf.is_none()) {
                 r.leaf = Some(leaf_hash(&batch.bytes[r.event.clone()]));
             }
             tx.send(batch).is_ok()

@@ -33,7 +33,7 @@ use sqlx::Row as _;
 
 use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
-use super::merkle::{Frontier, Hash, leaf_hash};
+use super::merkle::{Frontier, Hash};
 use super::record::{GENESIS, RecordRef, chain_hash};
 use super::store::{self, EVENT_COLUMNS, record_from_row};
 use crate::storage::Database;
@@ -428,9 +428,8 @@ impl Verifier {
             _ => Err("a hash column is not 32 bytes".to_owned()),
         };
         let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        rec.encode_into(&mut buf);
-        self.check(&key, stored, leaf_hash(&buf));
+        let leaf = rec.leaf_for(stored.as_ref().ok().map(|[l, _, _]| l), &mut buf);
+        self.check(&key, stored, leaf);
         self.buf = buf;
     }
 
