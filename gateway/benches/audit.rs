@@ -1,10 +1,12 @@
 //! Audit log figures (not a timed test): sustained appends through the
 //! group-committing writer into SQLite (and PostgreSQL when
-//! GATEWAY_TEST_DATABASE_URL is set), then a full verification of the log.
+//! GATEWAY_TEST_DATABASE_URL is set), then a full verification of the log,
+//! then inclusion proofs.
 //!
 //! `cargo bench -p gateway --bench audit` (optionally `-- --events N`,
 //! default 200,000, and `--appenders N`, default 64). For profiling one phase: `-- --phase append|verify
-//! --db PATH` (append into, or only verify, the audit file of the SQLite database PATH). Each event looks like a person query's: a caller and
+//! --db PATH` (append into, or only verify, the audit file of the SQLite database PATH;
+//! `--phase proof`: only time inclusion proofs on it). Each event looks like a person query's: a caller and
 //! certificate, two datasets, one data subject (keyed HMAC of a synthetic
 //! ID number), a dozen disclosed fields, two rule ids.
 //!
@@ -20,10 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use adapters::domain::IdNumber;
-use gateway::audit::merkle::leaf_hash;
+use gateway::audit::merkle::{MerkleTree, leaf_hash};
 use gateway::audit::record::Record;
 use gateway::audit::{
-    AuditConfig, AuditEvent, AuditWriter, Outcome, SigningKey, SubjectKeys, VerifyOptions, verify,
+    AuditConfig, AuditEvent, AuditWriter, Outcome, SigningKey, SubjectKeys, VerifyOptions, proofs,
+    store, verify,
 };
 use gateway::storage::Database;
 use time::{Date, Duration, Month};
@@ -101,12 +104,66 @@ fn event(keys: &SubjectKeys, i: u64) -> AuditEvent {
 async fn run(label: &str, db: Database, events: u64) {
     println!("== {label} ==");
     let phase = arg("--phase");
-    if phase.as_deref() != Some("verify") {
+    if phase.is_none() || phase.as_deref() == Some("append") {
         append(&db, events).await;
     }
-    if phase.as_deref() != Some("append") {
+    if phase.is_none() || phase.as_deref() == Some("verify") {
         verify_all(&db, events).await;
     }
+    if phase.is_none() || phase.as_deref() == Some("proof") {
+        prove(&db).await;
+    }
+}
+
+/// 3. Inclusion proofs against the latest checkpoint: as they were built
+///    before chunk roots (every leaf hash of the log read and a whole tree
+///    built, per proof), beside how they are built now (the first proof
+///    computes and stores the chunk roots it lacks; later ones read the
+///    roots and at most two chunks' leaves). Both give the same paths.
+async fn prove(db: &Database) {
+    let events = store::latest_checkpoint(db, "bench-1")
+        .await
+        .expect("checkpoint")
+        .expect("a checkpoint")
+        .tree_size;
+    let t = Instant::now();
+    let whole = MerkleTree::from_leaves(
+        store::leaves(db, "bench-1", 0, events)
+            .await
+            .expect("leaves"),
+    );
+    let whole_secs = t.elapsed().as_secs_f64();
+    let seqs: Vec<u64> = (0..20).map(|i| i * events / 20 + i).collect();
+    let mut ids = Vec::new();
+    for &seq in &seqs {
+        let e = store::events_range(db, "bench-1", seq, seq + 1)
+            .await
+            .expect("event");
+        ids.push(e[0].record.event_id.clone());
+    }
+    let t = Instant::now();
+    let first = proofs::inclusion_proof(db, &ids[0]).await.expect("proof");
+    let first_secs = t.elapsed().as_secs_f64();
+    assert_eq!(
+        Ok(first.proof.path),
+        whole.inclusion_proof(seqs[0], first.proof.tree_size)
+    );
+    let t = Instant::now();
+    for (id, &seq) in ids.iter().zip(&seqs).skip(1) {
+        let p = proofs::inclusion_proof(db, id).await.expect("proof");
+        assert_eq!(
+            Ok(p.proof.path),
+            whole.inclusion_proof(seq, p.proof.tree_size)
+        );
+    }
+    let each = t.elapsed().as_secs_f64() / (ids.len() - 1) as f64;
+    println!(
+        "proof: {events} events: whole tree (before chunk roots) {:.1} ms per proof; \
+         chunked: first {:.1} ms (fills in missing chunk roots), then {:.2} ms per proof",
+        whole_secs * 1e3,
+        first_secs * 1e3,
+        each * 1e3
+    );
 }
 
 async fn append(db: &Database, events: u64) {

@@ -10,6 +10,8 @@
 //! answer many inclusion and consistency proofs in O(log² n) each. The
 //! verifiers follow RFC 9162 §2.1.3.2 and §2.1.4.2 literally.
 
+use std::collections::BTreeMap;
+
 use aws_lc_rs::digest;
 use serde::{Deserialize, Serialize};
 
@@ -77,16 +79,29 @@ impl Frontier {
 
     /// Appends a leaf hash.
     pub fn push(&mut self, leaf: Hash) {
+        self.push_reporting(leaf, u32::MAX);
+    }
+
+    /// Appends a leaf hash and returns the hash of the perfect subtree of
+    /// height `height` this leaf completed, if it completed one (every
+    /// `2^height` leaves): the root of a [`CHUNK`]-leaf chunk, say, at no
+    /// extra hashing.
+    pub fn push_reporting(&mut self, leaf: Hash, height: u32) -> Option<Hash> {
         let mut cur = (0u32, leaf);
+        let mut formed = (height == 0).then_some(leaf);
         while let Some(&(h, ref left)) = self.stack.last() {
             if h != cur.0 {
                 break;
             }
             cur = (h + 1, node_hash(left, &cur.1));
+            if cur.0 == height {
+                formed = Some(cur.1);
+            }
             self.stack.pop();
         }
         self.stack.push(cur);
         self.size += 1;
+        formed
     }
 
     /// The RFC 6962 root of the leaves appended so far.
@@ -219,23 +234,8 @@ impl MerkleTree {
             return Err(ProofError::IndexOutOfRange { index, size });
         }
         let mut out = Vec::new();
-        self.path(index, 0, size, &mut out);
+        path(index, 0, size, &|a, b| Some(self.mth(a, b)), &mut out);
         Ok(out)
-    }
-
-    fn path(&self, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) {
-        let n = end - start;
-        if n <= 1 {
-            return;
-        }
-        let k = split_point(n);
-        if m < k {
-            self.path(m, start, start + k, out);
-            out.push(self.mth(start + k, end));
-        } else {
-            self.path(m - k, start + k, end, out);
-            out.push(self.mth(start, start + k));
-        }
     }
 
     /// The consistency proof between the trees of the first `first` and the
@@ -247,27 +247,196 @@ impl MerkleTree {
         }
         let mut out = Vec::new();
         if first < second {
-            self.subproof(first, 0, second, true, &mut out);
+            subproof(
+                first,
+                0,
+                second,
+                true,
+                &|a, b| Some(self.mth(a, b)),
+                &mut out,
+            );
         }
         Ok(out)
     }
+}
 
-    fn subproof(&self, m: u64, start: u64, end: u64, b: bool, out: &mut Vec<Hash>) {
-        let n = end - start;
-        if m == n {
-            if !b {
-                out.push(self.mth(start, end));
+/// RFC 6962 PATH(m, D[start..end]) with subtree hashes from `mth`.
+fn path(
+    m: u64,
+    start: u64,
+    end: u64,
+    mth: &impl Fn(u64, u64) -> Option<Hash>,
+    out: &mut Vec<Hash>,
+) -> Option<()> {
+    let n = end - start;
+    if n <= 1 {
+        return Some(());
+    }
+    let k = split_point(n);
+    if m < k {
+        path(m, start, start + k, mth, out)?;
+        out.push(mth(start + k, end)?);
+    } else {
+        path(m - k, start + k, end, mth, out)?;
+        out.push(mth(start, start + k)?);
+    }
+    Some(())
+}
+
+/// RFC 6962 SUBPROOF(m, D[start..end], b) with subtree hashes from `mth`.
+fn subproof(
+    m: u64,
+    start: u64,
+    end: u64,
+    b: bool,
+    mth: &impl Fn(u64, u64) -> Option<Hash>,
+    out: &mut Vec<Hash>,
+) -> Option<()> {
+    let n = end - start;
+    if m == n {
+        if !b {
+            out.push(mth(start, end)?);
+        }
+        return Some(());
+    }
+    let k = split_point(n);
+    if m <= k {
+        subproof(m, start, start + k, b, mth, out)?;
+        out.push(mth(start + k, end)?);
+    } else {
+        subproof(m - k, start + k, end, false, mth, out)?;
+        out.push(mth(start, start + k)?);
+    }
+    Some(())
+}
+
+/// Leaves per chunk of a log whose root is kept (`audit_merkle_chunks`), so
+/// that a proof reads the roots of the complete chunks and the leaves of at
+/// most two chunks instead of every leaf of the log.
+pub const CHUNK: u64 = 4_096;
+
+/// A log's tree answered from the roots of its complete chunks plus the
+/// leaves of the chunks a proof descends into ([`ChunkedTree::needed`]).
+///
+/// This gives the same hashes as [`MerkleTree`] over all leaves: RFC 6962
+/// splits a range of more than one chunk, starting at a chunk boundary, at
+/// a multiple of the chunk size (the largest power of two below `q` chunks
+/// and a bit is `chunk ×` the largest power of two below `q + 1`), so the
+/// tree over whole chunks is the tree over their roots, and a range inside
+/// one chunk is that chunk's own tree.
+#[derive(Clone, Debug)]
+pub struct ChunkedTree {
+    chunk: u64,
+    /// Over the roots of complete chunks.
+    top: MerkleTree,
+    /// Chunk index → the tree over its leaves (possibly fewer than `chunk`:
+    /// the log's last, incomplete chunk).
+    chunks: BTreeMap<u64, MerkleTree>,
+}
+
+impl ChunkedTree {
+    /// A tree of `chunk`-leaf chunks (a power of two, [`CHUNK`] in the
+    /// gateway) whose complete chunks have roots `roots`, in order.
+    pub fn new(chunk: u64, roots: Vec<Hash>) -> Self {
+        debug_assert!(chunk.is_power_of_two());
+        ChunkedTree {
+            chunk,
+            top: MerkleTree::from_leaves(roots),
+            chunks: BTreeMap::new(),
+        }
+    }
+
+    /// Leaves known: every complete chunk's, and those of a loaded last chunk.
+    pub fn size(&self) -> u64 {
+        let complete = self.top.size() * self.chunk;
+        match self.chunks.last_key_value() {
+            Some((&c, t)) if c >= self.top.size() => c * self.chunk + t.size(),
+            _ => complete,
+        }
+    }
+
+    /// The chunks whose leaves must be loaded (with [`ChunkedTree::add_chunk`])
+    /// to answer a root, inclusion or consistency proof touching the trees of
+    /// the first `sizes` leaves and the leaf `index`: the chunk of `index` and
+    /// each chunk a size ends inside of.
+    pub fn needed(&self, index: Option<u64>, sizes: &[u64]) -> Vec<u64> {
+        let mut out: Vec<u64> = index.map(|i| i / self.chunk).into_iter().collect();
+        for &n in sizes {
+            if n % self.chunk != 0 {
+                out.push(n / self.chunk);
             }
-            return;
         }
-        let k = split_point(n);
-        if m <= k {
-            self.subproof(m, start, start + k, b, out);
-            out.push(self.mth(start + k, end));
-        } else {
-            self.subproof(m - k, start + k, end, false, out);
-            out.push(self.mth(start, start + k));
+        out.sort_unstable();
+        out.dedup();
+        out.retain(|c| !self.chunks.contains_key(c));
+        out
+    }
+
+    /// The leaves of chunk `c` (all of them, or those of an incomplete last
+    /// chunk up to the largest size asked about).
+    pub fn add_chunk(&mut self, c: u64, leaves: Vec<Hash>) {
+        self.chunks.insert(c, MerkleTree::from_leaves(leaves));
+    }
+
+    fn mth(&self, start: u64, end: u64) -> Option<Hash> {
+        if start.is_multiple_of(self.chunk)
+            && end.is_multiple_of(self.chunk)
+            && end / self.chunk <= self.top.size()
+        {
+            return Some(self.top.mth(start / self.chunk, end / self.chunk));
         }
+        let (first, last) = (start / self.chunk, (end - 1) / self.chunk);
+        if first == last {
+            let t = self.chunks.get(&first)?;
+            let base = first * self.chunk;
+            if end - base > t.size() {
+                return None;
+            }
+            return Some(t.mth(start - base, end - base));
+        }
+        let k = split_point(end - start);
+        Some(node_hash(
+            &self.mth(start, start + k)?,
+            &self.mth(start + k, end)?,
+        ))
+    }
+
+    fn missing(&self, size: u64) -> ProofError {
+        ProofError::SizeOutOfRange {
+            size,
+            available: self.size(),
+        }
+    }
+
+    /// The root of the tree of the first `size` leaves.
+    pub fn root(&self, size: u64) -> Result<Hash, ProofError> {
+        if size == 0 {
+            return Ok(empty_root());
+        }
+        self.mth(0, size).ok_or_else(|| self.missing(size))
+    }
+
+    /// As [`MerkleTree::inclusion_proof`].
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        if index >= size {
+            return Err(ProofError::IndexOutOfRange { index, size });
+        }
+        let mut out = Vec::new();
+        path(index, 0, size, &|a, b| self.mth(a, b), &mut out).ok_or_else(|| self.missing(size))?;
+        Ok(out)
+    }
+
+    /// As [`MerkleTree::consistency_proof`].
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ProofError> {
+        if first == 0 || first > second {
+            return Err(ProofError::BadConsistencyRange { first, second });
+        }
+        let mut out = Vec::new();
+        if first < second {
+            subproof(first, 0, second, true, &|a, b| self.mth(a, b), &mut out)
+                .ok_or_else(|| self.missing(second))?;
+        }
+        Ok(out)
     }
 }
 
@@ -462,6 +631,84 @@ impl ConsistencyProof {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunked_tree_answers_as_the_whole_tree_does() {
+        for chunk in [1u64, 2, 4, 8] {
+            let all = leaves(45);
+            let whole = MerkleTree::from_leaves(all.clone());
+            let roots: Vec<Hash> = all
+                .chunks_exact(chunk as usize)
+                .map(|c| {
+                    MerkleTree::from_leaves(c.to_vec())
+                        .root(chunk)
+                        .expect("root")
+                })
+                .collect();
+            let load = |t: &mut ChunkedTree, needed: Vec<u64>| {
+                for c in needed {
+                    let from = (c * chunk) as usize;
+                    let to = (from + chunk as usize).min(all.len());
+                    t.add_chunk(c, all[from..to].to_vec());
+                }
+            };
+            for n in 1..=45u64 {
+                // Only the chunks `needed` names are loaded, per question.
+                let complete = roots[..(n / chunk) as usize].to_vec();
+                let mut t = ChunkedTree::new(chunk, complete.clone());
+                let needed = t.needed(None, &[n]);
+                load(&mut t, needed);
+                assert_eq!(t.root(n), whole.root(n), "chunk {chunk}, size {n}");
+                for i in 0..n {
+                    let mut t = ChunkedTree::new(chunk, complete.clone());
+                    let needed = t.needed(Some(i), &[n]);
+                    assert!(needed.len() <= 2);
+                    load(&mut t, needed);
+                    assert_eq!(
+                        t.inclusion_proof(i, n),
+                        whole.inclusion_proof(i, n),
+                        "chunk {chunk}, leaf {i} of {n}"
+                    );
+                }
+                for m in 1..=n {
+                    let mut t = ChunkedTree::new(chunk, complete.clone());
+                    let needed = t.needed(None, &[m, n]);
+                    load(&mut t, needed);
+                    assert_eq!(
+                        t.consistency_proof(m, n),
+                        whole.consistency_proof(m, n),
+                        "chunk {chunk}, {m} → {n}"
+                    );
+                }
+            }
+            // Without the chunk it needs, it says so instead of guessing.
+            let t = ChunkedTree::new(chunk, roots.clone());
+            if chunk > 1 {
+                assert!(t.inclusion_proof(1, 45).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn the_frontier_reports_each_completed_chunk() {
+        let all = leaves(20);
+        let mut f = Frontier::new();
+        let mut got = Vec::new();
+        for l in &all {
+            if let Some(h) = f.push_reporting(*l, 2) {
+                got.push(h);
+            }
+        }
+        let want: Vec<Hash> = all
+            .chunks_exact(4)
+            .map(|c| MerkleTree::from_leaves(c.to_vec()).root(4).expect("root"))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            f.root(),
+            MerkleTree::from_leaves(all).root(20).expect("root")
+        );
+    }
 
     fn leaves(n: u64) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::AuditError;
 use super::checkpoint::{CheckpointExport, EXPORT_FORMAT, SignedCheckpoint};
 use super::event::{FieldDisclosure, SubjectKeys, SubjectRef, rfc3339_ms};
-use super::merkle::{ConsistencyProof, InclusionProof, MerkleTree, leaf_hash};
+use super::merkle::{CHUNK, ChunkedTree, ConsistencyProof, InclusionProof, leaf_hash};
 use super::query::{Filter, MAX_LIMIT, query};
 use super::record::{Record, SubjectProof, SubjectsRoot};
 use super::store;
@@ -119,9 +119,44 @@ fn check_checkpoint(cp: &SignedCheckpoint, trusted_keys: &[String]) -> Result<()
     Ok(())
 }
 
-/// Builds proofs for many events of one log against one checkpoint.
+/// The tree of `log_id` as far as `sizes` reach, from its chunk roots, with
+/// the leaves loaded that proofs about the trees of those sizes (and about
+/// leaf `index`) descend into.
+async fn chunked_tree(
+    db: &Database,
+    log_id: &str,
+    sizes: &[u64],
+    index: Option<u64>,
+) -> Result<ChunkedTree, AuditError> {
+    let upto = sizes.iter().copied().max().unwrap_or(0);
+    let roots = store::chunk_roots(db, log_id, upto / CHUNK).await?;
+    let mut tree = ChunkedTree::new(CHUNK, roots);
+    load_chunks(db, log_id, &mut tree, index, sizes).await?;
+    Ok(tree)
+}
+
+/// Loads the leaves of the chunks `tree` still needs (see
+/// [`ChunkedTree::needed`]), up to the largest of `sizes`.
+async fn load_chunks(
+    db: &Database,
+    log_id: &str,
+    tree: &mut ChunkedTree,
+    index: Option<u64>,
+    sizes: &[u64],
+) -> Result<(), AuditError> {
+    let upto = sizes.iter().copied().max().unwrap_or(0);
+    for c in tree.needed(index, sizes) {
+        let (from, to) = (c * CHUNK, ((c + 1) * CHUNK).min(upto));
+        tree.add_chunk(c, store::leaves(db, log_id, from, to).await?);
+    }
+    Ok(())
+}
+
+/// Builds proofs for many events of one log against one checkpoint. It
+/// reads the log's chunk roots and the leaves of the chunks its proofs
+/// descend into, not every leaf of the log.
 struct LogProver {
-    tree: MerkleTree,
+    tree: ChunkedTree,
     checkpoint: SignedCheckpoint,
 }
 
@@ -130,8 +165,7 @@ impl LogProver {
         let Some(cp) = store::latest_checkpoint(db, log_id).await? else {
             return Ok(None);
         };
-        let leaves = store::leaves(db, log_id, 0, cp.tree_size).await?;
-        let tree = MerkleTree::from_leaves(leaves);
+        let tree = chunked_tree(db, log_id, &[cp.tree_size], None).await?;
         if tree.root(cp.tree_size).ok() != Some(cp.root) {
             return Err(AuditError::Corrupt(
                 "the stored leaves do not match the latest checkpoint; run verify",
@@ -141,6 +175,15 @@ impl LogProver {
             tree,
             checkpoint: cp,
         }))
+    }
+
+    /// Loads what the proof of the event at `seq` needs.
+    async fn prepare(&mut self, db: &Database, seq: u64) -> Result<(), AuditError> {
+        if seq < self.checkpoint.tree_size {
+            let (log_id, size) = (&self.checkpoint.log_id, self.checkpoint.tree_size);
+            load_chunks(db, log_id, &mut self.tree, Some(seq), &[size]).await?;
+        }
+        Ok(())
     }
 
     /// The proof of `e`; for an event committing to its subjects by a
@@ -180,9 +223,10 @@ pub async fn inclusion_proof(db: &Database, event_id: &str) -> Result<EventProof
     let e = store::event_by_id(db, event_id)
         .await?
         .ok_or_else(|| AuditError::NotFound("no audit event with this id".into()))?;
-    let prover = LogProver::load(db, &e.record.log_id)
+    let mut prover = LogProver::load(db, &e.record.log_id)
         .await?
         .ok_or_else(|| AuditError::NotYetCheckpointed(event_id.to_owned()))?;
+    prover.prepare(db, e.record.seq).await?;
     prover
         .prove(&e, &[])
         .ok_or_else(|| AuditError::NotYetCheckpointed(event_id.to_owned()))
@@ -243,7 +287,7 @@ pub async fn consistency_proof(
             "first: must not be larger than second".into(),
         ));
     }
-    let tree = MerkleTree::from_leaves(store::leaves(db, log_id, 0, second_cp.tree_size).await?);
+    let tree = chunked_tree(db, log_id, &[first, second_cp.tree_size], None).await?;
     let path = tree
         .consistency_proof(first, second_cp.tree_size)
         .map_err(|e| AuditError::BadRequest(e.to_string()))?;
@@ -389,11 +433,12 @@ pub async fn subject_report(
                 provers.insert(le.log_id.clone(), LogProver::load(db, &le.log_id).await?);
             }
             let ev_id = le.event.event_id.to_string();
-            let proof = match provers.get(&le.log_id).and_then(Option::as_ref) {
+            let proof = match provers.get_mut(&le.log_id).and_then(Option::as_mut) {
                 Some(p) if le.seq < p.checkpoint.tree_size => {
                     let stored = store::event_by_id(db, &ev_id)
                         .await?
                         .ok_or(AuditError::Corrupt("an event vanished during the report"))?;
+                    p.prepare(db, le.seq).await?;
                     p.prove(&stored, &subjects)
                 }
                 _ => None,

@@ -7,7 +7,7 @@ use sqlx::{Postgres, QueryBuilder, Row as _, Sqlite};
 
 use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
-use super::merkle::{Frontier, Hash};
+use super::merkle::{CHUNK, Frontier, Hash};
 use super::record::Record;
 use crate::storage::{Database, StorageError};
 use sqlx::SqlitePool;
@@ -203,6 +203,116 @@ pub async fn leaves(
         ));
     }
     Ok(out)
+}
+
+/// Every stored chunk root, per log, in chunk order (for verification).
+/// None in an SQLite file from before the audit log had a file of its own,
+/// which `gateway audit verify` reads as it is (the table came later).
+pub async fn stored_chunk_roots(
+    db: &Database,
+) -> Result<BTreeMap<String, Vec<(u64, Hash)>>, AuditError> {
+    let sql = "SELECT log_id, chunk, root FROM audit_merkle_chunks ORDER BY log_id, chunk";
+    let rows: Vec<(String, i64, Vec<u8>)> = match db {
+        Database::Sqlite(p) => {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+                 WHERE type = 'table' AND name = 'audit_merkle_chunks')",
+            )
+            .fetch_one(p)
+            .await?;
+            if !exists {
+                return Ok(BTreeMap::new());
+            }
+            sqlx::query_as(sql).fetch_all(p).await?
+        }
+        Database::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await?,
+    };
+    let mut out: BTreeMap<String, Vec<(u64, Hash)>> = BTreeMap::new();
+    for (log_id, chunk, root) in rows {
+        // A root of the wrong length never equals a recomputed one:
+        // verification names it.
+        let root = to_hash(&root).unwrap_or([0xff; 32]);
+        out.entry(log_id).or_default().push((chunk as u64, root));
+    }
+    Ok(out)
+}
+
+/// Chunks whose roots are computed and stored per round trip when filling
+/// in (256 × 4,096 leaf hashes = 32 MB read at a time).
+const CHUNK_FILL_BATCH: u64 = 256;
+
+/// The roots of the first `chunks` complete chunks of `log_id`
+/// ([`CHUNK`] events each): those stored in `audit_merkle_chunks`, and the
+/// rest computed from the events' leaf hashes and stored for next time
+/// (another instance doing the same at once writes the same rows; the
+/// second insert is ignored). Errors if the log has fewer events.
+pub async fn chunk_roots(
+    db: &Database,
+    log_id: &str,
+    chunks: u64,
+) -> Result<Vec<Hash>, AuditError> {
+    let sql = "SELECT chunk, root FROM audit_merkle_chunks WHERE log_id = $1 AND chunk < $2 ORDER BY chunk";
+    let rows: Vec<(i64, Vec<u8>)> = match db {
+        Database::Sqlite(p) => {
+            sqlx::query_as(sql)
+                .bind(log_id)
+                .bind(chunks as i64)
+                .fetch_all(p)
+                .await?
+        }
+        Database::Postgres(p) => {
+            sqlx::query_as(sql)
+                .bind(log_id)
+                .bind(chunks as i64)
+                .fetch_all(p)
+                .await?
+        }
+    };
+    let mut roots = Vec::with_capacity(chunks as usize);
+    for (chunk, root) in rows {
+        // Only a gap-free prefix is used; anything after a gap is computed
+        // again below.
+        if chunk as u64 != roots.len() as u64 {
+            break;
+        }
+        roots.push(to_hash(&root).ok_or(AuditError::Corrupt(
+            "a stored chunk root is not 32 bytes; run verify",
+        ))?);
+    }
+    while (roots.len() as u64) < chunks {
+        let from = roots.len() as u64;
+        let to = (from + CHUNK_FILL_BATCH).min(chunks);
+        let leaves = leaves(db, log_id, from * CHUNK, to * CHUNK).await?;
+        let new: Vec<(u64, Hash)> = leaves
+            .chunks_exact(CHUNK as usize)
+            .zip(from..)
+            .map(|(c, i)| {
+                let mut f = Frontier::new();
+                c.iter().for_each(|l| f.push(*l));
+                (i, f.root())
+            })
+            .collect();
+        macro_rules! insert_chunks {
+            ($p:expr, $Db:ty, $conflict:literal) => {{
+                let mut qb = QueryBuilder::<$Db>::new(
+                    "INSERT INTO audit_merkle_chunks (log_id, chunk, root) ",
+                );
+                qb.push_values(new.iter(), |mut b, (i, r)| {
+                    b.push_bind(log_id)
+                        .push_bind(*i as i64)
+                        .push_bind(r.to_vec());
+                });
+                qb.push($conflict);
+                qb.build().execute($p).await?;
+            }};
+        }
+        match db {
+            Database::Sqlite(p) => insert_chunks!(p, Sqlite, " ON CONFLICT DO NOTHING"),
+            Database::Postgres(p) => insert_chunks!(p, Postgres, " ON CONFLICT DO NOTHING"),
+        }
+        roots.extend(new.into_iter().map(|(_, r)| r));
+    }
+    Ok(roots)
 }
 
 /// The Merkle frontier of a log at `size` events: from the newest

@@ -13,7 +13,11 @@
 //!   stored checkpoint (and of every witness checkpoint given), and no
 //!   checkpoint covers more events than the log holds (truncation),
 //! - every checkpoint signature is valid (and made by a trusted key, when
-//!   trusted keys are given).
+//!   trusted keys are given),
+//! - the derived data matches the events: the subject index's size below
+//!   its watermark, and every stored chunk root (`audit_merkle_chunks`,
+//!   what proofs are built from) is the root recomputed over its 4,096
+//!   events.
 //!
 //! Several instances write several logs; verification covers every log id
 //! found in `audit_logs`, `audit_events` or `audit_checkpoints`, so a log
@@ -33,7 +37,7 @@ use sqlx::Row as _;
 
 use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
-use super::merkle::{Frontier, Hash};
+use super::merkle::{CHUNK, Frontier, Hash};
 use super::record::{GENESIS, RecordRef, chain_hash};
 use super::store::{self, EVENT_COLUMNS, record_from_row};
 use crate::storage::Database;
@@ -72,6 +76,9 @@ pub enum ProblemKind {
     UntrustedKey,
     /// The subject index does not match the events.
     SubjectIndex,
+    /// A stored chunk root (`audit_merkle_chunks`, what proofs are built
+    /// from) does not match the events.
+    ChunkRoot,
     /// A row cannot be read (bad hash length, …).
     Unreadable,
 }
@@ -166,6 +173,10 @@ struct LogState {
     index: (Option<u64>, u64),
     /// Subjects named by the events below the watermark.
     refs_below: u64,
+    /// The log's stored chunk roots, in chunk order, and how many of them
+    /// have been compared.
+    chunks: Vec<(u64, Hash)>,
+    chunks_checked: usize,
 }
 
 /// Verification state, fed one row at a time.
@@ -179,21 +190,29 @@ pub(crate) struct Verifier {
     keys: BTreeSet<String>,
     events: u64,
     subject_index: BTreeMap<String, (Option<u64>, u64)>,
+    chunk_roots: BTreeMap<String, Vec<(u64, Hash)>>,
     buf: Vec<u8>,
 }
 
+/// The height of a chunk's subtree: [`CHUNK`] = 2^this.
+const CHUNK_HEIGHT: u32 = CHUNK.trailing_zeros();
+
 impl Verifier {
     /// `subject_index`: per log, its subject-index watermark and index rows
-    /// ([`store::subject_index_state`]), read before the events.
+    /// ([`store::subject_index_state`]); `chunk_roots`: per log, its stored
+    /// chunk roots ([`store::stored_chunk_roots`]); both read before the
+    /// events.
     pub(crate) fn new(
         opts: VerifyOptions,
         cps: Vec<SignedCheckpoint>,
         logs: Vec<String>,
         subject_index: BTreeMap<String, (Option<u64>, u64)>,
+        chunk_roots: BTreeMap<String, Vec<(u64, Hash)>>,
     ) -> Self {
         let mut checkpoints: BTreeMap<String, Vec<SignedCheckpoint>> = BTreeMap::new();
         let mut pending_logs: BTreeSet<String> = logs.into_iter().collect();
         pending_logs.extend(subject_index.keys().cloned());
+        pending_logs.extend(chunk_roots.keys().cloned());
         for cp in cps {
             pending_logs.insert(cp.log_id.clone());
             checkpoints.entry(cp.log_id.clone()).or_default().push(cp);
@@ -211,6 +230,7 @@ impl Verifier {
             keys: BTreeSet::new(),
             events: 0,
             subject_index,
+            chunk_roots,
             buf: Vec::with_capacity(4096),
         }
     }
@@ -291,6 +311,8 @@ impl Verifier {
             prev_event_id: None,
             index: self.subject_index.remove(log_id).unwrap_or((None, 0)),
             refs_below: 0,
+            chunks: self.chunk_roots.remove(log_id).unwrap_or_default(),
+            chunks_checked: 0,
         };
         // A checkpoint of size 0 is meaningless; anything else is checked
         // as the leaves arrive.
@@ -334,6 +356,24 @@ impl Verifier {
         };
         self.run_checks(&mut st);
         self.check_subject_index(&st);
+        let complete = st.frontier.size() / CHUNK;
+        if let Some(&(c, _)) = st.chunks[st.chunks_checked..]
+            .iter()
+            .find(|(c, _)| *c >= complete)
+        {
+            self.problem(Problem {
+                log_id: st.log_id.clone(),
+                seq: Some(c * CHUNK),
+                event_id: None,
+                kind: ProblemKind::ChunkRoot,
+                detail: format!(
+                    "a chunk root is stored for events {}..{}, which the log does not hold ({} events)",
+                    c * CHUNK,
+                    (c + 1) * CHUNK,
+                    st.frontier.size()
+                ),
+            });
+        }
         let size = st.frontier.size();
         if let Some(c) = st
             .checks
@@ -511,12 +551,45 @@ impl Verifier {
         // where it is; roots use the recomputed leaves.
         st.prev = stored_hash;
         st.next_seq = rec.seq + 1;
-        st.frontier.push(real_leaf);
+        if let Some(root) = st.frontier.push_reporting(real_leaf, CHUNK_HEIGHT) {
+            self.check_chunk(&mut st, root);
+        }
         let prev_id = st.prev_event_id.get_or_insert_with(String::new);
         prev_id.clear();
         prev_id.push_str(rec.event_id);
         self.run_checks(&mut st);
         self.cur = Some(st);
+    }
+
+    /// The log's newest complete chunk has recomputed root `root`: its
+    /// stored root, if there is one yet, must be the same.
+    fn check_chunk(&mut self, st: &mut LogState, root: Hash) {
+        let c = st.frontier.size() / CHUNK - 1;
+        while st
+            .chunks
+            .get(st.chunks_checked)
+            .is_some_and(|(i, _)| *i < c)
+        {
+            st.chunks_checked += 1;
+        }
+        if let Some(&(i, stored)) = st.chunks.get(st.chunks_checked)
+            && i == c
+        {
+            st.chunks_checked += 1;
+            if stored != root {
+                self.problem(Problem {
+                    log_id: st.log_id.clone(),
+                    seq: Some(c * CHUNK),
+                    event_id: None,
+                    kind: ProblemKind::ChunkRoot,
+                    detail: format!(
+                        "the stored root of events {}..{} differs from the one recomputed from them",
+                        c * CHUNK,
+                        (c + 1) * CHUNK
+                    ),
+                });
+            }
+        }
     }
 
     fn report(
@@ -543,10 +616,13 @@ impl Verifier {
         self.flush_empty_logs(None);
         let mut problems = self.problems;
         // By log, then position (checkpoint problems first within a log);
-        // a subject-index mismatch, usually a consequence of another
-        // problem (events deleted or inserted), last.
+        // a mismatch of derived data (the subject index, chunk roots),
+        // usually a consequence of another problem (events modified,
+        // deleted or inserted), last.
         problems.sort_by(|a, b| {
-            let key = |p: &Problem| (p.log_id.clone(), p.kind == ProblemKind::SubjectIndex, p.seq);
+            let derived =
+                |p: &Problem| matches!(p.kind, ProblemKind::SubjectIndex | ProblemKind::ChunkRoot);
+            let key = |p: &Problem| (p.log_id.clone(), derived(p), p.seq);
             key(a).cmp(&key(b))
         });
         let elapsed = started.elapsed();
@@ -636,7 +712,8 @@ pub async fn verify(db: &Database, opts: VerifyOptions) -> Result<VerifyReport, 
     let cps = store::checkpoints(db, None).await?;
     let logs = store::log_ids(db).await?;
     let subject_index = store::subject_index_state(db).await?;
-    let v = Verifier::new(opts, cps, logs, subject_index);
+    let chunk_roots = store::stored_chunk_roots(db).await?;
+    let v = Verifier::new(opts, cps, logs, subject_index, chunk_roots);
     let v = match db {
         Database::Sqlite(p) => {
             let path = p.connect_options().get_filename().to_owned();

@@ -121,7 +121,8 @@ impl TestDb {
                 self.exec(
                     "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; \
                      DROP TRIGGER audit_checkpoints_no_update; DROP TRIGGER audit_checkpoints_no_delete; \
-                     DROP TRIGGER audit_subjects_no_update; DROP TRIGGER audit_subjects_no_delete;",
+                     DROP TRIGGER audit_subjects_no_update; DROP TRIGGER audit_subjects_no_delete; \
+                     DROP TRIGGER audit_chunks_no_update; DROP TRIGGER audit_chunks_no_delete;",
                 )
                 .await
             }
@@ -129,7 +130,8 @@ impl TestDb {
                 self.exec(
                     "DROP TRIGGER audit_events_append_only ON audit_events; \
                      DROP TRIGGER audit_subjects_append_only ON audit_event_subjects; \
-                     DROP TRIGGER audit_checkpoints_append_only ON audit_checkpoints;",
+                     DROP TRIGGER audit_checkpoints_append_only ON audit_checkpoints; \
+                     DROP TRIGGER audit_chunks_append_only ON audit_merkle_chunks;",
                 )
                 .await
             }
