@@ -247,6 +247,71 @@ async fn the_per_person_report_proves_queries_and_matches() {
         // smaller than the match's other 120 subjects' HMACs alone.
         let proof = serde_json::to_string(&report.accesses[1].proof).unwrap();
         assert!(proof.len() < 120 * 67, "{} bytes", proof.len());
+
+        // What the auditor gets is what openapi.yaml describes: the report,
+        // a proof, a consistency proof, the checkpoint export, verify, and
+        // the errors of the proof route.
+        let api = gateway_tests::openapi();
+        let doc = |path: &str, status: u16, body: &Value| {
+            gateway_tests::assert_documented(&api, "get", path, status, body);
+        };
+        doc(
+            "/v1/audit/persons/{id_number}",
+            200,
+            &serde_json::from_str(&text).unwrap(),
+        );
+        let first = report.accesses[1]
+            .proof
+            .as_ref()
+            .unwrap()
+            .checkpoint
+            .clone();
+        let (s, b) = get_json(
+            &gw,
+            &format!("/v1/audit/proof/{}", report.accesses[1].event_id),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        doc("/v1/audit/proof/{event_id}", 200, &b);
+        let r = gw
+            .client("housing")
+            .get(gw.url("/v1/whoami"))
+            .send()
+            .await
+            .unwrap();
+        let newest = r.headers()["x-audit-event"].to_str().unwrap().to_owned();
+        let (s, b) = get_json(&gw, &format!("/v1/audit/proof/{newest}")).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (400, Some("not_checkpointed")),
+            "{b}"
+        );
+        doc("/v1/audit/proof/{event_id}", 400, &b);
+        let (s, b) = get_json(&gw, &format!("/v1/audit/proof/{}", uuid::Uuid::now_v7())).await;
+        assert_eq!(s, 404, "{b}");
+        doc("/v1/audit/proof/{event_id}", 404, &b);
+        gw.state.audit.checkpoint_now().await.unwrap();
+        let (s, b) = get_json(
+            &gw,
+            &format!(
+                "/v1/audit/consistency?log={}&first={}",
+                first.log_id, first.tree_size
+            ),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        doc("/v1/audit/consistency", 200, &b);
+        for path in ["/v1/audit/checkpoints", "/v1/audit/verify"] {
+            let (s, b) = get_json(&gw, path).await;
+            assert_eq!(s, 200, "{path}: {b}");
+            doc(path, 200, &b);
+        }
         gw.stop().await;
     }
+}
+
+/// An auditor's GET: status and JSON body.
+async fn get_json(gw: &TestGateway, path: &str) -> (u16, Value) {
+    let r = gw.client("auditor").get(gw.url(path)).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
 }
