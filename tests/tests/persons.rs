@@ -443,3 +443,76 @@ async fn simulate_runs_a_draft_against_samples_without_activating_it() {
     }
     gw.stop().await;
 }
+
+/// What callers get is what openapi.yaml describes: publishing, the person
+/// view, and the errors of both (missing or unknown purpose, no rule,
+/// unknown person, invalid ID number, another department's dataset, a
+/// record that fails its schema).
+#[tokio::test]
+async fn answers_are_as_openapi_yaml_describes_them() {
+    let gw = TestGateway::start(&gateway_tests::TestDb::Sqlite).await;
+    let api = gateway_tests::openapi();
+    let doc = |method: &str, path: &str, status: u16, body: &Value| {
+        gateway_tests::assert_documented(&api, method, path, status, body);
+    };
+    let records = enrolments();
+    let publish_as = |client: &'static str, body: Value| {
+        let gw = &gw;
+        async move {
+            let r = gw
+                .client(client)
+                .post(gw.url("/v1/records/assistance-enrolment"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, b) = publish_as("civil-affairs", json!(records)).await;
+    assert_eq!(s, 200, "{b}");
+    doc("post", "/v1/records/{dataset}", 200, &b);
+    let (s, b) = publish_as("education", json!(records)).await;
+    assert_eq!(s, 403, "{b}");
+    doc("post", "/v1/records/{dataset}", 403, &b);
+    let mut bad = records[0].clone();
+    bad["category"] = json!("not-a-category");
+    let (s, b) = publish_as("civil-affairs", json!([bad])).await;
+    assert_eq!(s, 422, "{b}");
+    doc("post", "/v1/records/{dataset}", 422, &b);
+
+    let (_, id) = active_member(&records);
+    let person = format!("/v1/persons/{id}");
+    // A department no rule grants anything, owning no dataset.
+    gw.issue(
+        "hr",
+        "human-resources",
+        gateway::identity::Role::System,
+        "441700",
+    );
+    gw.state.reload();
+    for (client, path, purpose, status) in [
+        ("education", person.as_str(), Some("student-aid"), 200),
+        ("education", person.as_str(), None, 400),
+        ("education", person.as_str(), Some("no-such-purpose"), 400),
+        ("hr", person.as_str(), Some("student-aid"), 403),
+        (
+            "education",
+            "/v1/persons/11010519491231002X",
+            Some("student-aid"),
+            404,
+        ),
+        (
+            "education",
+            "/v1/persons/441702198001010018",
+            Some("student-aid"),
+            400,
+        ),
+        ("auditor", person.as_str(), Some("student-aid"), 403),
+    ] {
+        let (s, b) = get(&gw, client, path, purpose).await;
+        assert_eq!(s, status, "{client} {path} {purpose:?}: {b}");
+        doc("get", "/v1/persons/{id_number}", status, &b);
+    }
+    gw.stop().await;
+}
