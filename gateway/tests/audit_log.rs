@@ -109,12 +109,22 @@ async fn tampered(t: &TestDb, sql: &str) -> gateway::audit::verify::Problem {
         .await
         .expect("verify");
     assert!(before.ok, "{:?}", before.first_problem);
+    problem_after(t, sql).await
+}
+
+/// Drops the guards, applies `tamper` to the log as it is, and returns the
+/// first problem verification finds.
+async fn problem_after(t: &TestDb, tamper: &str) -> gateway::audit::verify::Problem {
     t.drop_guards().await;
-    t.exec(sql).await;
+    t.exec(tamper).await;
     let r = verify(&t.db, VerifyOptions::default())
         .await
         .expect("verify");
-    assert!(!r.ok, "{}: tampering with {sql:?} went unnoticed", t.name);
+    assert!(
+        !r.ok,
+        "{}: tampering with {tamper:?} went unnoticed",
+        t.name
+    );
     r.first_problem.expect("a problem")
 }
 
@@ -463,16 +473,12 @@ async fn proofs_over_chunks(t: &TestDb) {
         .expect("verify");
     assert!(r.ok, "{}: {:?}", t.name, r.first_problem);
 
-    t.drop_guards().await;
-    t.exec(
+    let p = problem_after(
+        t,
         "UPDATE audit_merkle_chunks SET root = \
          (SELECT root FROM audit_merkle_chunks WHERE chunk = 0) WHERE chunk = 1",
     )
     .await;
-    let r = verify(&t.db, VerifyOptions::default())
-        .await
-        .expect("verify");
-    let p = r.first_problem.expect("detected");
     assert_eq!(
         (p.seq, p.kind),
         (Some(4_096), ProblemKind::ChunkRoot),
@@ -1701,13 +1707,11 @@ async fn many_subjects(t: &TestDb) {
     );
 
     // Dropping a subject from a rooted event's column is named.
-    t.drop_guards().await;
-    t.exec("UPDATE audit_events SET subjects = substr(subjects, 69) WHERE seq = 1")
-        .await;
-    let r = verify(&t.db, VerifyOptions::default())
-        .await
-        .expect("verify");
-    let p = r.first_problem.expect("detected");
+    let p = problem_after(
+        t,
+        "UPDATE audit_events SET subjects = substr(subjects, 69) WHERE seq = 1",
+    )
+    .await;
     assert_eq!(
         (p.seq, p.kind),
         (Some(1), ProblemKind::Modified),

@@ -361,18 +361,12 @@ impl Verifier {
             .iter()
             .find(|(c, _)| *c >= complete)
         {
-            self.problem(Problem {
-                log_id: st.log_id.clone(),
-                seq: Some(c * CHUNK),
-                event_id: None,
-                kind: ProblemKind::ChunkRoot,
-                detail: format!(
-                    "a chunk root is stored for events {}..{}, which the log does not hold ({} events)",
-                    c * CHUNK,
-                    (c + 1) * CHUNK,
-                    st.frontier.size()
-                ),
-            });
+            let held = st.frontier.size();
+            self.chunk_problem(
+                &st,
+                c,
+                format!("which the log does not hold ({held} events)"),
+            );
         }
         let size = st.frontier.size();
         if let Some(c) = st
@@ -577,19 +571,24 @@ impl Verifier {
         {
             st.chunks_checked += 1;
             if stored != root {
-                self.problem(Problem {
-                    log_id: st.log_id.clone(),
-                    seq: Some(c * CHUNK),
-                    event_id: None,
-                    kind: ProblemKind::ChunkRoot,
-                    detail: format!(
-                        "the stored root of events {}..{} differs from the one recomputed from them",
-                        c * CHUNK,
-                        (c + 1) * CHUNK
-                    ),
-                });
+                self.chunk_problem(st, c, "differs from the root recomputed from them".into());
             }
         }
+    }
+
+    /// Reports the stored root of chunk `c`: `what` is wrong with it.
+    fn chunk_problem(&mut self, st: &LogState, c: u64, what: String) {
+        self.problem(Problem {
+            log_id: st.log_id.clone(),
+            seq: Some(c * CHUNK),
+            event_id: None,
+            kind: ProblemKind::ChunkRoot,
+            detail: format!(
+                "the chunk root stored for events {}..{} {what}",
+                c * CHUNK,
+                (c + 1) * CHUNK
+            ),
+        });
     }
 
     fn report(
