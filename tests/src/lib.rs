@@ -368,3 +368,24 @@ pub fn assert_documented(
         errors.join("\n")
     );
 }
+
+/// Publishes the example enrolments as civil affairs (their owner); returns
+/// them and the ID number of an active enrolment's first member.
+pub async fn publish_enrolments(gw: &TestGateway) -> (Vec<serde_json::Value>, String) {
+    let records = example_records("assistance-enrolment");
+    let r = gw
+        .client("civil-affairs")
+        .post(gw.url("/v1/records/assistance-enrolment"))
+        .json(&records)
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 200, "publishing the example enrolments");
+    let id = records
+        .iter()
+        .find(|r| r["status"] == "active")
+        .and_then(|r| r["members"][0]["id_number"].as_str())
+        .expect("an active enrolment among the examples")
+        .to_owned();
+    (records, id)
+}

@@ -6,10 +6,6 @@
 use gateway_tests::{TestGateway, backends};
 use serde_json::{Value, json};
 
-fn enrolments() -> Vec<Value> {
-    gateway_tests::example_records("assistance-enrolment")
-}
-
 async fn events(gw: &TestGateway, query: &str) -> Vec<Value> {
     let r = gw
         .client("auditor")
@@ -26,20 +22,7 @@ async fn events(gw: &TestGateway, query: &str) -> Vec<Value> {
 async fn each_access_is_one_event_and_the_log_verifies() {
     for db in backends() {
         let gw = TestGateway::start(&db).await;
-        let records = enrolments();
-        let r = gw
-            .client("civil-affairs")
-            .post(gw.url("/v1/records/assistance-enrolment"))
-            .json(&records)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let id = records
-            .iter()
-            .find(|r| r["status"] == "active")
-            .map(|r| r["members"][0]["id_number"].as_str().unwrap().to_owned())
-            .unwrap();
+        let (_, id) = gateway_tests::publish_enrolments(&gw).await;
         let r = gw
             .client("education")
             .get(gw.url(&format!("/v1/persons/{id}")))
@@ -170,20 +153,7 @@ async fn the_per_person_report_proves_queries_and_matches() {
 
     for db in backends() {
         let gw = TestGateway::start(&db).await;
-        let records = enrolments();
-        let r = gw
-            .client("civil-affairs")
-            .post(gw.url("/v1/records/assistance-enrolment"))
-            .json(&records)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let id = records
-            .iter()
-            .find(|r| r["status"] == "active")
-            .map(|r| r["members"][0]["id_number"].as_str().unwrap().to_owned())
-            .unwrap();
+        let (_, id) = gateway_tests::publish_enrolments(&gw).await;
         let r = gw
             .client("education")
             .get(gw.url(&format!("/v1/persons/{id}")))

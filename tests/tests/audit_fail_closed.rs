@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use gateway::storage::Database;
 use gateway_tests::{TestGateway, backends};
-use serde_json::Value;
 
 async fn exec(db: &Database, sql: &'static str) {
     match db {
@@ -24,20 +23,7 @@ async fn exec(db: &Database, sql: &'static str) {
 async fn unwritable_audit_store_means_503_and_no_data_then_recovery() {
     for db in backends() {
         let gw = TestGateway::start(&db).await;
-        let records: Vec<Value> = gateway_tests::example_records("assistance-enrolment");
-        let r = gw
-            .client("civil-affairs")
-            .post(gw.url("/v1/records/assistance-enrolment"))
-            .json(&records)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let id = records
-            .iter()
-            .find(|r| r["status"] == "active")
-            .map(|r| r["members"][0]["id_number"].as_str().unwrap().to_owned())
-            .unwrap();
+        let (_, id) = gateway_tests::publish_enrolments(&gw).await;
         let ask = || async {
             gw.client("education")
                 .get(gw.url(&format!("/v1/persons/{id}")))

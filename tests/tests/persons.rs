@@ -150,13 +150,7 @@ async fn purpose_is_required_known_and_granted() {
     );
     // A department with no rule for the purpose (and no dataset of its own)
     // gets 403 whether or not the person exists.
-    gw.issue(
-        "hr",
-        "human-resources",
-        gateway::identity::Role::System,
-        "441700",
-    );
-    gw.state.reload();
+    issue_hr(&gw);
     let (s1, _) = get(&gw, "hr", &path, Some("student-aid")).await;
     let (s2, _) = get(
         &gw,
@@ -484,13 +478,7 @@ async fn answers_are_as_openapi_yaml_describes_them() {
     let (_, id) = active_member(&records);
     let person = format!("/v1/persons/{id}");
     // A department no rule grants anything, owning no dataset.
-    gw.issue(
-        "hr",
-        "human-resources",
-        gateway::identity::Role::System,
-        "441700",
-    );
-    gw.state.reload();
+    issue_hr(&gw);
     for (client, path, purpose, status) in [
         ("education", person.as_str(), Some("student-aid"), 200),
         ("education", person.as_str(), None, 400),
@@ -515,4 +503,16 @@ async fn answers_are_as_openapi_yaml_describes_them() {
         doc("get", "/v1/persons/{id_number}", status, &b);
     }
     gw.stop().await;
+}
+
+/// Registers `hr`, a department no rule grants anything and owning no
+/// dataset.
+fn issue_hr(gw: &TestGateway) {
+    gw.issue(
+        "hr",
+        "human-resources",
+        gateway::identity::Role::System,
+        "441700",
+    );
+    gw.state.reload();
 }
