@@ -459,6 +459,12 @@ async fn proofs_over_chunks(t: &TestDb) {
             .unwrap_or_else(|e| panic!("{}: seq {seq}: {e}", t.name));
     }
     assert_eq!(chunk_rows(t).await, 2, "{}", t.name);
+    // A report proving many events across chunks (every fifth of the first
+    // 5,000 names ID_A), one chunk's leaves at a time.
+    let rep = proofs::subject_report(&t.db, &keys(), &id(ID_A), None, None)
+        .await
+        .expect("report");
+    assert_eq!(rep.verify(&key), Ok(1_000), "{}", t.name);
     for from in [1, 4_096, 5_000, 8_193] {
         let c = proofs::consistency_proof(&t.db, "gw-c", from, None).await;
         if from == 5_000 {

@@ -372,6 +372,13 @@ impl ChunkedTree {
         out
     }
 
+    /// Forgets the leaves of every loaded chunk but those `keep` names
+    /// (a report proving many events, oldest first, needs one chunk at a
+    /// time besides the last).
+    pub fn keep_chunks(&mut self, keep: impl Fn(u64) -> bool) {
+        self.chunks.retain(|c, _| keep(*c));
+    }
+
     /// The leaves of chunk `c` (all of them, or those of an incomplete last
     /// chunk up to the largest size asked about).
     pub fn add_chunk(&mut self, c: u64, leaves: Vec<Hash>) {

@@ -177,10 +177,14 @@ impl LogProver {
         }))
     }
 
-    /// Loads what the proof of the event at `seq` needs.
+    /// Loads what the proof of the event at `seq` needs, and forgets the
+    /// leaves earlier proofs needed and this one does not (memory stays at
+    /// two chunks however many events a report proves).
     async fn prepare(&mut self, db: &Database, seq: u64) -> Result<(), AuditError> {
         if seq < self.checkpoint.tree_size {
             let (log_id, size) = (&self.checkpoint.log_id, self.checkpoint.tree_size);
+            let (this, last) = (seq / CHUNK, (size - 1) / CHUNK);
+            self.tree.keep_chunks(|c| c == this || c == last);
             load_chunks(db, log_id, &mut self.tree, Some(seq), &[size]).await?;
         }
         Ok(())
