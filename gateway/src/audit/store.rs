@@ -293,7 +293,7 @@ pub async fn chunk_roots(
             })
             .collect();
         macro_rules! insert_chunks {
-            ($p:expr, $Db:ty, $conflict:literal) => {{
+            ($p:expr, $Db:ty) => {{
                 let mut qb = QueryBuilder::<$Db>::new(
                     "INSERT INTO audit_merkle_chunks (log_id, chunk, root) ",
                 );
@@ -302,13 +302,13 @@ pub async fn chunk_roots(
                         .push_bind(*i as i64)
                         .push_bind(r.to_vec());
                 });
-                qb.push($conflict);
+                qb.push(" ON CONFLICT DO NOTHING");
                 qb.build().execute($p).await?;
             }};
         }
         match db {
-            Database::Sqlite(p) => insert_chunks!(p, Sqlite, " ON CONFLICT DO NOTHING"),
-            Database::Postgres(p) => insert_chunks!(p, Postgres, " ON CONFLICT DO NOTHING"),
+            Database::Sqlite(p) => insert_chunks!(p, Sqlite),
+            Database::Postgres(p) => insert_chunks!(p, Postgres),
         }
         roots.extend(new.into_iter().map(|(_, r)| r));
     }
