@@ -271,12 +271,13 @@ impl RawColumns<'_> {
         self.encode_as(buf, self.rooted());
     }
 
-    /// The leaf hash of a stored row whose `leaf_hash` column is `stored`:
-    /// of its event bytes as [`RawColumns::encode_into`] writes them, or,
-    /// for a rooted row written before `GWA2` existed, of its `GWA1` bytes
-    /// if those match `stored`. Either way a row whose columns changed gets
-    /// a leaf that differs from `stored`. `buf` is scratch space.
-    pub(crate) fn leaf_for(&self, stored: Option<&Hash>, buf: &mut Vec<u8>) -> Hash {
+    /// Writes into `buf` (cleared first) the event bytes of a stored row
+    /// whose `leaf_hash` column is `stored`, and returns their leaf hash and
+    /// whether they are `GWA2`: the bytes as [`RawColumns::encode_into`]
+    /// writes them, or, for a rooted row written before `GWA2` existed, its
+    /// `GWA1` bytes if those are what `stored` is the hash of. Either way a
+    /// row whose columns changed gets a leaf that differs from `stored`.
+    pub(crate) fn encode_stored(&self, stored: Option<&Hash>, buf: &mut Vec<u8>) -> (Hash, bool) {
         buf.clear();
         let rooted = self.rooted();
         self.encode_as(buf, rooted);
@@ -286,10 +287,18 @@ impl RawColumns<'_> {
             self.encode_as(buf, false);
             let listed = leaf_hash(buf);
             if stored == Some(&listed) {
-                return listed;
+                return (listed, false);
             }
+            // Changed since it was written: its bytes as they read now.
+            buf.clear();
+            self.encode_as(buf, true);
         }
-        leaf
+        (leaf, rooted)
+    }
+
+    /// The leaf hash [`RawColumns::encode_stored`] gives; `buf` is scratch.
+    pub(crate) fn leaf_for(&self, stored: Option<&Hash>, buf: &mut Vec<u8>) -> Hash {
+        self.encode_stored(stored, buf).0
     }
 
     fn encode_as(&self, buf: &mut Vec<u8>, rooted: bool) {
@@ -329,22 +338,13 @@ impl<'a> RecordRef<'a> {
     /// listed (`GWA1`) bytes if those are what `stored` is the hash of. For
     /// proofs and archives, which hand the bytes out.
     pub fn encode_for(&self, stored: &Hash) -> (Vec<u8>, bool) {
-        let raw = self.raw();
         let mut buf = Vec::with_capacity(128 + self.body.len());
-        let rooted = raw.rooted();
-        raw.encode_as(&mut buf, rooted);
-        if rooted && leaf_hash(&buf) != *stored {
-            let mut listed = Vec::with_capacity(buf.len() + self.subjects.len());
-            raw.encode_as(&mut listed, false);
-            if leaf_hash(&listed) == *stored {
-                return (listed, false);
-            }
-        }
+        let (_, rooted) = self.raw().encode_stored(Some(stored), &mut buf);
         (buf, rooted)
     }
 
     /// The leaf hash of this row given its stored one: see
-    /// [`RawColumns::leaf_for`].
+    /// [`RawColumns::encode_stored`].
     pub(crate) fn leaf_for(&self, stored: Option<&Hash>, buf: &mut Vec<u8>) -> Hash {
         self.raw().leaf_for(stored, buf)
     }
