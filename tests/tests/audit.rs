@@ -7,14 +7,8 @@ use gateway_tests::{TestGateway, backends};
 use serde_json::{Value, json};
 
 async fn events(gw: &TestGateway, query: &str) -> Vec<Value> {
-    let r = gw
-        .client("auditor")
-        .get(gw.url(&format!("/v1/audit/events?{query}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let b: Value = r.json().await.unwrap();
+    let (status, b) = get_json(gw, &format!("/v1/audit/events?{query}")).await;
+    assert_eq!(status, 200, "{b}");
     b["events"].as_array().unwrap().clone()
 }
 
