@@ -205,6 +205,23 @@ pub async fn leaves(
     Ok(out)
 }
 
+/// Inserts `(chunk, root)` rows of log `$log_id` (`$exec`: a pool or an
+/// open transaction, `$Db`: `Sqlite` or `Postgres`). A row already there
+/// (the same root, computed by another proof or instance) is left alone.
+macro_rules! insert_chunk_roots {
+    ($exec:expr, $Db:ty, $log_id:expr, $rows:expr) => {{
+        let mut qb =
+            QueryBuilder::<$Db>::new("INSERT INTO audit_merkle_chunks (log_id, chunk, root) ");
+        qb.push_values($rows.iter(), |mut b, (i, r)| {
+            b.push_bind($log_id)
+                .push_bind(*i as i64)
+                .push_bind(r.to_vec());
+        });
+        qb.push(" ON CONFLICT DO NOTHING");
+        qb.build().execute($exec).await?;
+    }};
+}
+
 /// Every stored chunk root, per log, in chunk order (for verification).
 /// None in an SQLite file from before the audit log had a file of its own,
 /// which `gateway audit verify` reads as it is (the table came later).
@@ -242,8 +259,10 @@ pub async fn stored_chunk_roots(
 const CHUNK_FILL_BATCH: u64 = 256;
 
 /// The roots of the first `chunks` complete chunks of `log_id`
-/// ([`CHUNK`] events each): those stored in `audit_merkle_chunks`, and the
-/// rest computed from the events' leaf hashes and stored for next time
+/// ([`CHUNK`] events each): those stored in `audit_merkle_chunks` (the
+/// writer stores each with the events that complete it), and the rest (a
+/// log written before the table existed) computed from the events' leaf
+/// hashes and stored for next time
 /// (another instance doing the same at once writes the same rows; the
 /// second insert is ignored). Errors if the log has fewer events.
 pub async fn chunk_roots(
@@ -292,23 +311,9 @@ pub async fn chunk_roots(
                 (i, f.root())
             })
             .collect();
-        macro_rules! insert_chunks {
-            ($p:expr, $Db:ty) => {{
-                let mut qb = QueryBuilder::<$Db>::new(
-                    "INSERT INTO audit_merkle_chunks (log_id, chunk, root) ",
-                );
-                qb.push_values(new.iter(), |mut b, (i, r)| {
-                    b.push_bind(log_id)
-                        .push_bind(*i as i64)
-                        .push_bind(r.to_vec());
-                });
-                qb.push(" ON CONFLICT DO NOTHING");
-                qb.build().execute($p).await?;
-            }};
-        }
         match db {
-            Database::Sqlite(p) => insert_chunks!(p, Sqlite),
-            Database::Postgres(p) => insert_chunks!(p, Postgres),
+            Database::Sqlite(p) => insert_chunk_roots!(p, Sqlite, log_id, &new),
+            Database::Postgres(p) => insert_chunk_roots!(p, Postgres, log_id, &new),
         }
         roots.extend(new.into_iter().map(|(_, r)| r));
     }
@@ -386,12 +391,22 @@ macro_rules! insert_events {
 }
 
 /// Writes a batch of events in one transaction and commits it (SQLite with
-/// `synchronous=FULL`: on disk when this returns).
-pub async fn append_batch(db: &Database, rows: &[StoredEvent]) -> Result<(), AuditError> {
+/// `synchronous=FULL`: on disk when this returns), with the roots of the
+/// chunks its events complete (`(chunk, root)`, see [`chunk_roots`]), so
+/// that proofs find them without computing them.
+pub async fn append_batch(
+    db: &Database,
+    rows: &[StoredEvent],
+    chunks: &[(u64, Hash)],
+) -> Result<(), AuditError> {
+    let log_id = rows.first().map(|r| r.record.log_id.as_str());
     match db {
         Database::Sqlite(p) => {
             let mut tx = p.begin().await?;
             insert_events!(tx, Sqlite, rows);
+            if let (Some(log_id), false) = (log_id, chunks.is_empty()) {
+                insert_chunk_roots!(&mut *tx, Sqlite, log_id, chunks);
+            }
             tx.commit().await?;
         }
         Database::Postgres(p) => {
@@ -402,6 +417,9 @@ pub async fn append_batch(db: &Database, rows: &[StoredEvent]) -> Result<(), Aud
                 .execute(&mut *tx)
                 .await?;
             insert_events!(tx, Postgres, rows);
+            if let (Some(log_id), false) = (log_id, chunks.is_empty()) {
+                insert_chunk_roots!(&mut *tx, Postgres, log_id, chunks);
+            }
             tx.commit().await?;
         }
     }

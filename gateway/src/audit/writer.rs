@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::AuditError;
 use super::checkpoint::{Checkpoint, SignedCheckpoint, SigningKey, valid_log_id};
 use super::event::{AuditEvent, EventKind, Outcome, now_ms, rfc3339_ms};
-use super::merkle::{Frontier, Hash};
+use super::merkle::{CHUNK, Frontier, Hash};
 use super::record::{GENESIS, Record, hash_record};
 use super::store::{self, StoredEvent};
 use crate::storage::Database;
@@ -585,7 +585,7 @@ impl Task {
                 return None;
             }
         };
-        let (rows, head) = prepared;
+        let (rows, chunks, head) = prepared;
         let receipts = rows
             .iter()
             .map(|r| Receipt {
@@ -599,7 +599,7 @@ impl Task {
             .map(|r| r.record.event_id.clone())
             .unwrap_or_default();
         let db = self.db.clone();
-        let task = tokio::spawn(async move { store::append_batch(&db, &rows).await });
+        let task = tokio::spawn(async move { store::append_batch(&db, &rows, &chunks).await });
         Some(Inflight {
             task,
             last_event_id,
@@ -611,12 +611,12 @@ impl Task {
         })
     }
 
-    /// Hashes `events` onto the head: their rows, and the head once they
-    /// are committed.
+    /// Hashes `events` onto the head: their rows, the roots of the chunks
+    /// they complete, and the head once they are committed.
     async fn prepare(
         &mut self,
         events: &mut [AuditEvent],
-    ) -> Result<(Vec<StoredEvent>, Head), AuditError> {
+    ) -> Result<(Vec<StoredEvent>, Vec<(u64, Hash)>, Head), AuditError> {
         if self.head.is_none() {
             self.head = Some(Head::resume(&self.db, &self.config.log_id).await?);
         }
@@ -627,11 +627,14 @@ impl Task {
         let mut rows = Vec::with_capacity(events.len());
         let mut prev = head.last_hash;
         let mut frontier = head.frontier.clone();
+        let mut chunks = Vec::new();
         for (i, ev) in events.iter_mut().enumerate() {
             ev.instance_id = log_id.to_owned();
             let record = Record::from_event(log_id, head.next_seq + i as u64, ev)?;
             let (leaf, hash) = hash_record(&record.as_ref(), &prev, &mut self.scratch);
-            frontier.push(leaf);
+            if let Some(root) = frontier.push_reporting(leaf, CHUNK.trailing_zeros()) {
+                chunks.push((frontier.size() / CHUNK - 1, root));
+            }
             rows.push(StoredEvent {
                 record,
                 leaf_hash: leaf,
@@ -645,7 +648,7 @@ impl Task {
             last_hash: prev,
             frontier,
         };
-        Ok((rows, next))
+        Ok((rows, chunks, next))
     }
 
     /// Settles a launched batch: answers its waiters with their receipts,
