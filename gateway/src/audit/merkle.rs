@@ -315,6 +315,10 @@ fn subproof(
 /// most two chunks instead of every leaf of the log.
 pub const CHUNK: u64 = 4_096;
 
+/// The height of a chunk's subtree ([`CHUNK`] = 2^this), for
+/// [`Frontier::push_reporting`].
+pub const CHUNK_HEIGHT: u32 = CHUNK.trailing_zeros();
+
 /// A log's tree answered from the roots of its complete chunks plus the
 /// leaves of the chunks a proof descends into ([`ChunkedTree::needed`]).
 ///

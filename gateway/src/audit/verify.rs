@@ -37,7 +37,7 @@ use sqlx::Row as _;
 
 use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
-use super::merkle::{CHUNK, Frontier, Hash};
+use super::merkle::{CHUNK, CHUNK_HEIGHT, Frontier, Hash};
 use super::record::{GENESIS, RecordRef, chain_hash};
 use super::store::{self, EVENT_COLUMNS, record_from_row};
 use crate::storage::Database;
@@ -193,9 +193,6 @@ pub(crate) struct Verifier {
     chunk_roots: BTreeMap<String, Vec<(u64, Hash)>>,
     buf: Vec<u8>,
 }
-
-/// The height of a chunk's subtree: [`CHUNK`] = 2^this.
-const CHUNK_HEIGHT: u32 = CHUNK.trailing_zeros();
 
 impl Verifier {
     /// `subject_index`: per log, its subject-index watermark and index rows

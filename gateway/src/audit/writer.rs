@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::AuditError;
 use super::checkpoint::{Checkpoint, SignedCheckpoint, SigningKey, valid_log_id};
 use super::event::{AuditEvent, EventKind, Outcome, now_ms, rfc3339_ms};
-use super::merkle::{CHUNK, Frontier, Hash};
+use super::merkle::{CHUNK, CHUNK_HEIGHT, Frontier, Hash};
 use super::record::{GENESIS, Record, hash_record};
 use super::store::{self, StoredEvent};
 use crate::storage::Database;
@@ -632,7 +632,7 @@ impl Task {
             ev.instance_id = log_id.to_owned();
             let record = Record::from_event(log_id, head.next_seq + i as u64, ev)?;
             let (leaf, hash) = hash_record(&record.as_ref(), &prev, &mut self.scratch);
-            if let Some(root) = frontier.push_reporting(leaf, CHUNK.trailing_zeros()) {
+            if let Some(root) = frontier.push_reporting(leaf, CHUNK_HEIGHT) {
                 chunks.push((frontier.size() / CHUNK - 1, root));
             }
             rows.push(StoredEvent {
