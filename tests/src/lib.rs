@@ -369,18 +369,30 @@ pub fn assert_documented(
     );
 }
 
+/// Publishes `records` to the enrolment roster as civil affairs (its
+/// owner); panics with the answer unless it is 200.
+pub async fn publish_enrolment_records(gw: &TestGateway, records: &[serde_json::Value]) {
+    let r = gw
+        .client("civil-affairs")
+        .post(gw.url("/v1/records/assistance-enrolment"))
+        .json(records)
+        .send()
+        .await
+        .expect("publish");
+    let status = r.status();
+    assert_eq!(
+        status,
+        200,
+        "publishing enrolments: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
 /// Publishes the example enrolments as civil affairs (their owner); returns
 /// them and the ID number of an active enrolment's first member.
 pub async fn publish_enrolments(gw: &TestGateway) -> (Vec<serde_json::Value>, String) {
     let records = example_records("assistance-enrolment");
-    let r = gw
-        .client("civil-affairs")
-        .post(gw.url("/v1/records/assistance-enrolment"))
-        .json(&records)
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(r.status(), 200, "publishing the example enrolments");
+    publish_enrolment_records(gw, &records).await;
     let id = records
         .iter()
         .find(|r| r["status"] == "active")

@@ -10,17 +10,6 @@ fn enrolments() -> Vec<Value> {
     gateway_tests::example_records("assistance-enrolment")
 }
 
-async fn publish(gw: &TestGateway, records: &[Value]) {
-    let r = gw
-        .client("civil-affairs")
-        .post(gw.url("/v1/records/assistance-enrolment"))
-        .json(&records)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-}
-
 async fn get(gw: &TestGateway, client: &str, path: &str, purpose: Option<&str>) -> (u16, Value) {
     let mut req = gw.client(client).get(gw.url(path));
     if let Some(p) = purpose {
@@ -51,7 +40,7 @@ async fn education_sees_enrolment_category_but_not_income() {
     for db in backends() {
         let gw = TestGateway::start(&db).await;
         let records = enrolments();
-        publish(&gw, &records).await;
+        gateway_tests::publish_enrolment_records(&gw, &records).await;
         let (i, id) = active_member(&records);
         let (s, b) = get(
             &gw,
@@ -135,7 +124,7 @@ async fn education_sees_enrolment_category_but_not_income() {
 async fn purpose_is_required_known_and_granted() {
     let gw = TestGateway::start(&gateway_tests::TestDb::Sqlite).await;
     let records = enrolments();
-    publish(&gw, &records).await;
+    gateway_tests::publish_enrolment_records(&gw, &records).await;
     let (_, id) = active_member(&records);
     let path = format!("/v1/persons/{id}");
     let (s, b) = get(&gw, "education", &path, None).await;
@@ -197,7 +186,7 @@ async fn match_answers_every_input_in_order() {
     for db in backends() {
         let gw = TestGateway::start(&db).await;
         let records = enrolments();
-        publish(&gw, &records).await;
+        gateway_tests::publish_enrolment_records(&gw, &records).await;
         let (_, id) = active_member(&records);
         // Entries that are not strings are reported on their own lines too.
         let ids = json!({"ids": [id, "not-an-id", "11010519491231002X", id.to_lowercase(),
