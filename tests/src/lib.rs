@@ -17,6 +17,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
+mod openapi;
+pub use openapi::{Conformance, assert_documented, openapi};
+
 /// Which database a test gateway uses.
 #[derive(Clone, Debug)]
 pub enum TestDb {
@@ -307,66 +310,6 @@ pub async fn raw_request(
         ));
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// The OpenAPI description (`gateway/openapi.yaml`) as JSON.
-pub fn openapi() -> serde_json::Value {
-    let text = std::fs::read_to_string(repo_root().join("gateway/openapi.yaml"))
-        .expect("read gateway/openapi.yaml");
-    serde_saphyr::from_str(&text).expect("gateway/openapi.yaml parses")
-}
-
-/// Checks `body`, answered with `status` to `method path` (the path as the
-/// OpenAPI description spells it, e.g. `/v1/audit/proof/{event_id}`),
-/// against the JSON schema the description gives for that answer. Panics
-/// naming every mismatch, or if the description has no schema for it.
-pub fn assert_documented(
-    api: &serde_json::Value,
-    method: &str,
-    path: &str,
-    status: u16,
-    body: &serde_json::Value,
-) {
-    let mut answer = &api["paths"][path][method]["responses"][status.to_string()];
-    if let Some(r) = answer["$ref"].as_str() {
-        let name = r.rsplit('/').next().unwrap_or_default();
-        answer = &api["components"]["responses"][name];
-    }
-    let schema = &answer["content"]["application/json"]["schema"];
-    assert!(
-        schema.is_object(),
-        "openapi.yaml gives no JSON schema for {method} {path} → {status}"
-    );
-    // Resolve `#/components/...` references against the description itself.
-    let root = serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "components": api["components"],
-        "allOf": [schema],
-    });
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .build(&root)
-        .unwrap_or_else(|e| {
-            panic!("the schema for {method} {path} → {status} does not compile: {e}")
-        });
-    // An error's text repeats the offending value, which may be a whole
-    // proof: keep the head of it, with where it is and which rule.
-    let errors: Vec<String> = validator
-        .iter_errors(body)
-        .map(|e| {
-            let text: String = e.to_string().chars().take(160).collect();
-            format!(
-                "at {} (schema {}): {text}",
-                e.instance_path(),
-                e.schema_path()
-            )
-        })
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{method} {path} → {status} does not match openapi.yaml:\n{}",
-        errors.join("\n")
-    );
 }
 
 /// Publishes `records` to the enrolment roster as civil affairs (its
