@@ -1,5 +1,6 @@
-//! Extractors: the caller, and role requirements declared in a handler's
-//! signature.
+//! Extractors: the caller, role requirements declared in a handler's
+//! signature, and the path and query string with their errors in the API's
+//! one error shape.
 //!
 //! ```text
 //! async fn list_clients(caller: Require<Admin>) -> … // admins only
@@ -15,6 +16,7 @@ use std::ops::Deref;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::identity::{Caller, Role};
@@ -101,5 +103,45 @@ impl<S: Send + Sync, R: RequiredRole> FromRequestParts<S> for Require<R> {
             caller,
             _role: PhantomData,
         })
+    }
+}
+
+/// axum's `Query`, with a query string that does not fit `T` (a missing,
+/// repeated or mistyped parameter) answered as 400 `invalid_query` in the
+/// JSON error shape rather than axum's plain-text rejection.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: rejection.body_text(),
+                path: None,
+            }),
+        }
+    }
+}
+
+/// axum's `Path`, with a path segment that does not decode (e.g. bytes
+/// that are not UTF-8) answered as 400 `invalid_path` in the JSON error
+/// shape.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(ApiError::BadRequest {
+                code: "invalid_path",
+                message: rejection.body_text(),
+                path: None,
+            }),
+        }
     }
 }

@@ -226,6 +226,20 @@ async fn tour(gw: &TestGateway, c: &mut Conformance) {
         404
     );
     assert_eq!(c.send("get", p, history("housing", &key)).await.0, 403);
+    // axum's own rejections (a missing query parameter, a path segment
+    // that is not UTF-8) come in the JSON error shape too.
+    let (s, b) = c
+        .json(
+            "get",
+            p,
+            get("civil-affairs", "/v1/records/assistance-enrolment/history"),
+        )
+        .await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (400, &json!("invalid_query")),
+        "{b}"
+    );
 
     // Spreadsheet ledgers.
     let p = "/v1/imports/{dataset}";
@@ -294,6 +308,14 @@ async fn tour(gw: &TestGateway, c: &mut Conformance) {
         let (s, b) = c.json("get", p, person(client, id, purpose)).await;
         assert_eq!(s, status, "{client} {purpose:?}: {b}");
     }
+    let (s, b) = c
+        .json("get", p, person("education", "%FF%FE", Some("student-aid")))
+        .await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (400, &json!("invalid_path")),
+        "{b}"
+    );
     let p = "/v1/match";
     let matching = |client: &str| post(client, "/v1/match").header("x-purpose", "student-aid");
     let (s, body) = c
@@ -536,6 +558,23 @@ async fn tour(gw: &TestGateway, c: &mut Conformance) {
         .send("get", p, get("auditor", "/v1/audit/reports/nope"))
         .await;
     assert_eq!(s, 404);
+    let (s, _) = c
+        .send(
+            "get",
+            p,
+            get("auditor", "/v1/audit/reports/denials?from=yesterday"),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // An empty parameter counts as absent, as in the event search.
+    let (s, _) = c
+        .send(
+            "get",
+            p,
+            get("auditor", "/v1/audit/reports/denials?from=&to="),
+        )
+        .await;
+    assert_eq!(s, 200);
 
     // The audit log cannot be written: readiness says so, data requests
     // get 503, and the gateway recovers once the table is back.

@@ -134,7 +134,8 @@ impl FilterParams {
         if let Some(k) = nonempty(&self.kind) {
             f.kind = Some(EventKind::parse(&k).ok_or_else(|| {
                 AuditError::BadRequest(
-                    "kind: expected access, tls_refused, admin, auditor_query or store_outage"
+                    "kind: expected access, tls_refused, admin, auditor_query, store_outage \
+                     or stream_completed"
                         .into(),
                 )
             })?);

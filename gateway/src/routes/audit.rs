@@ -15,7 +15,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -27,7 +27,7 @@ use crate::app::AppState;
 use crate::audit::query::{self, FilterParams};
 use crate::audit::{AuditError, ExportFormat, VerifyOptions};
 use crate::error::ApiError;
-use crate::extract::{Auditor, Require};
+use crate::extract::{Auditor, Path, Query, Require};
 
 /// Maps audit-layer errors to the API's error shape.
 pub fn audit_error(e: AuditError) -> ApiError {
@@ -173,6 +173,22 @@ pub struct ReportParams {
     baseline_days: Option<u32>,
 }
 
+impl ReportParams {
+    /// `from` and `to` as unix ms; an empty parameter counts as absent, as
+    /// in the event search.
+    fn range(&self) -> Result<(Option<i64>, Option<i64>), ApiError> {
+        let time = |name, value: &Option<String>| {
+            value
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(|s| query::parse_time(name, s))
+                .transpose()
+                .map_err(audit_error)
+        };
+        Ok((time("from", &self.from)?, time("to", &self.to)?))
+    }
+}
+
 /// China Standard Time, for calendar days in reports.
 const CST_OFFSET_SECS: i32 = 8 * 3600;
 
@@ -184,14 +200,9 @@ pub async fn report(
     Query(p): Query<ReportParams>,
 ) -> Result<Response, ApiError> {
     let now = crate::audit::event::now_ms();
-    let from = match &p.from {
-        Some(s) => query::parse_time("from", s).map_err(audit_error)?,
-        None => now - 30 * 86_400_000,
-    };
-    let to = match &p.to {
-        Some(s) => query::parse_time("to", s).map_err(audit_error)?,
-        None => now + 1,
-    };
+    let (from, to) = p.range()?;
+    let from = from.unwrap_or(now - 30 * 86_400_000);
+    let to = to.unwrap_or(now + 1);
     let body = match report.as_str() {
         "per-department-day" => json!(
             query::accesses_per_department_per_day(&state.audit_db, from, to, CST_OFFSET_SECS)
@@ -245,17 +256,7 @@ pub async fn person_report(
         message: format!("the ID number in the path is not valid: {e}"),
         path: Some("id_number".into()),
     })?;
-    let from = p
-        .from
-        .as_deref()
-        .map(|s| query::parse_time("from", s))
-        .transpose()
-        .map_err(audit_error)?;
-    let to =
-        p.to.as_deref()
-            .map(|s| query::parse_time("to", s))
-            .transpose()
-            .map_err(audit_error)?;
+    let (from, to) = p.range()?;
     let report =
         crate::audit::proofs::subject_report(&state.audit_db, &state.subject_keys, &id, from, to)
             .await

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -33,7 +33,7 @@ use adapters::domain::IdNumber;
 use crate::app::AppState;
 use crate::audit::event::{AuditEvent, EventKind, Outcome};
 use crate::error::ApiError;
-use crate::extract::{Require, System};
+use crate::extract::{Path, Query, Require, System};
 use crate::identity::{Caller, Role};
 use crate::policy::{AccessRequest, Decision, GrantSet, GrantStore, PolicySet, ReasonCode};
 use crate::records::RecordText;

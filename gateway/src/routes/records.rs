@@ -13,7 +13,7 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
@@ -25,7 +25,7 @@ use adapters::catalogue::{Dataset, RecordError, Validated};
 
 use crate::app::AppState;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{Require, System};
+use crate::extract::{Path, Query, Require, System};
 use crate::identity::Caller;
 use crate::records::{NewRecord, Publisher, RecordsError, Withdrawal};
 
