@@ -40,6 +40,10 @@ pub struct AuditDetail {
     /// Rule ids behind the decision.
     pub rules: Vec<String>,
     pub policy_version: Option<String>,
+    /// The decision, where the status alone does not say it (a lookup the
+    /// rules allowed whose answer is 404: nothing visible). `None`: from
+    /// the status.
+    pub outcome: Option<Outcome>,
 }
 
 /// Put in a response's extensions by a handler whose answer streams (a
@@ -100,13 +104,18 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     if let Some(class) = error_class {
         b = b.error_class(class);
     }
-    let outcome = if status.is_success() {
-        Outcome::Allow
-    } else if status.as_u16() == 403 || status.as_u16() == 429 {
-        Outcome::Deny
-    } else {
-        Outcome::Error
-    };
+    // Refused by a rule, a role, a quota or validation (4xx): deny; failed
+    // on our or a backend's side: error.
+    let outcome = detail
+        .as_ref()
+        .and_then(|d| d.outcome)
+        .unwrap_or(if status.is_success() {
+            Outcome::Allow
+        } else if status.is_client_error() {
+            Outcome::Deny
+        } else {
+            Outcome::Error
+        });
     match detail {
         Some(d) => {
             for ds in &d.datasets {

@@ -82,6 +82,88 @@ async fn each_access_is_one_event_and_the_log_verifies() {
     }
 }
 
+/// A lookup that finds nothing visible, or that no rule allows, is still
+/// an access to the person it names: its event carries the person's HMAC
+/// (so the auditor's subject search and the person's report show it).
+/// A 404 after the rules allowed the lookup is an allowed access that
+/// disclosed nothing; refusals (4xx) are denials; only our own failures
+/// (5xx) are errors.
+#[tokio::test]
+async fn lookups_that_find_nothing_or_are_refused_name_the_person() {
+    for db in backends() {
+        let gw = TestGateway::start(&db).await;
+        let (_, id) = gateway_tests::publish_enrolments(&gw).await;
+        let unknown = adapters::domain::IdNumber::from_parts(
+            "441702",
+            time::macros::date!(1990 - 01 - 01),
+            7,
+        )
+        .unwrap()
+        .as_str()
+        .to_owned();
+        // A department no rule grants anything.
+        gw.issue(
+            "hr",
+            "human-resources",
+            gateway::identity::Role::System,
+            "441700",
+        );
+        gw.state.reload();
+        for (client, who, purpose, status) in [
+            ("education", unknown.as_str(), Some("student-aid"), 404),
+            ("hr", id.as_str(), Some("student-aid"), 403),
+            ("education", id.as_str(), None, 400),
+        ] {
+            let mut r = gw.client(client).get(gw.url(&format!("/v1/persons/{who}")));
+            if let Some(p) = purpose {
+                r = r.header("x-purpose", p);
+            }
+            assert_eq!(r.send().await.unwrap().status(), status, "{client}");
+        }
+
+        let found = events(&gw, &format!("subject={unknown}")).await;
+        assert_eq!(found.len(), 1, "{}: {found:?}", db.name());
+        let e = &found[0];
+        assert_eq!(
+            (&e["status"], &e["decision"], &e["records_disclosed"]),
+            (&json!(404), &json!("allow"), &json!(0)),
+            "{e}"
+        );
+        assert_eq!(e["fields"], json!([]), "nothing was disclosed: {e}");
+        assert!(
+            e["rule_ids"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("edu-enrolment-student-aid")),
+            "the rules that allowed the lookup: {e}"
+        );
+        let found = events(&gw, &format!("subject={id}&client=hr")).await;
+        assert_eq!(found.len(), 1, "{}: {found:?}", db.name());
+        assert_eq!(
+            (&found[0]["status"], &found[0]["decision"]),
+            (&json!(403), &json!("deny")),
+            "{}",
+            found[0]
+        );
+        let invalid = events(&gw, "department=education&status=400").await;
+        assert_eq!(invalid.len(), 1, "{invalid:?}");
+        assert_eq!(invalid[0]["decision"], "deny", "{}", invalid[0]);
+        assert_eq!(events(&gw, "decision=error").await, Vec::<Value>::new());
+        // The person's own report shows the refused attempt.
+        let (s, report) = get_json(&gw, &format!("/v1/audit/persons/{id}")).await;
+        assert_eq!(s, 200, "{report}");
+        let hr: Vec<&Value> = report["accesses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["client_id"] == "hr")
+            .collect();
+        assert_eq!(hr.len(), 1, "{report}");
+        assert_eq!(hr[0]["decision"], "deny");
+        gw.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn refused_handshakes_are_audited() {
     let gw = TestGateway::start(&gateway_tests::TestDb::Sqlite).await;

@@ -93,11 +93,12 @@ impl EventKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
-    /// The request was allowed (possibly with masking).
+    /// The request was allowed (possibly with masking; possibly finding
+    /// nothing the caller may see).
     Allow,
-    /// A policy, role or validation refused it.
+    /// A policy, role, quota or validation refused it (a 4xx answer).
     Deny,
-    /// It failed on our or a backend's side.
+    /// It failed on our or a backend's side (a 5xx answer).
     Error,
 }
 

@@ -264,7 +264,17 @@ pub async fn person(
         path: Some("id_number".into()),
     })?;
     let now = OffsetDateTime::now_utc();
-    let decisions = decisions_for(&state, &set, &caller, &purpose, now).await?;
+    let decisions = match decisions_for(&state, &set, &caller, &purpose, now).await {
+        Ok(decisions) => decisions,
+        // A refused lookup still names the person it asked about, so the
+        // attempt shows in the auditor's search and the person's report.
+        Err(e) => {
+            let mut resp = e.into_response();
+            let detail = audit_detail(&purpose, &set, &[], vec![id], 0, &[]);
+            resp.extensions_mut().insert(detail);
+            return Ok(resp);
+        }
+    };
     let datasets: Vec<String> = decisions.iter().map(|(d, _)| d.clone()).collect();
     let records = state
         .records
@@ -282,9 +292,17 @@ pub async fn person(
     let shown = write_views(&mut body, &caller, native, &decisions, &records);
     body.push(b'}');
     if shown.is_empty() {
-        return Err(ApiError::NotFound(
+        // The rules allowed the lookup and its answer is that nothing is
+        // visible: an allowed access to the person that disclosed no field.
+        let mut detail = audit_detail(&purpose, &set, &decisions, vec![id], 0, &[]);
+        detail.fields.clear();
+        detail.outcome = Some(Outcome::Allow);
+        let mut resp = ApiError::NotFound(
             "no record of this person is visible to you for this purpose".into(),
-        ));
+        )
+        .into_response();
+        resp.extensions_mut().insert(detail);
+        return Ok(resp);
     }
     let detail = audit_detail(
         &purpose,
