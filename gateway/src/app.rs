@@ -185,6 +185,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
+    let version = req.version();
     let span = tracing::info_span!(
         "request",
         method = %method,
@@ -208,6 +209,15 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let mut resp = resp;
     if let Ok(v) = HeaderValue::from_str(&state.policies.version()) {
         resp.headers_mut().insert("x-policy-version", v);
+    }
+    // HTTP/1.1 only: HTTP/2 forbids connection-specific headers (and keeps
+    // its connections open with pings).
+    if version == axum::http::Version::HTTP_11 {
+        let keep_alive = format!("timeout={}", state.config.limits.keep_alive_secs());
+        if let Ok(v) = HeaderValue::from_str(&keep_alive) {
+            resp.headers_mut()
+                .insert(header::HeaderName::from_static("keep-alive"), v);
+        }
     }
     let status = resp.status();
     let elapsed = started.elapsed();

@@ -93,19 +93,43 @@ pub struct ClientsConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// Time allowed for the TLS handshake.
     pub handshake_timeout_ms: u64,
+    /// HTTP/1.1: time allowed for a request's head to arrive, counted (by
+    /// hyper) from the end of the previous response, so it is also how long
+    /// a keep-alive connection may sit idle between requests. Responses
+    /// over HTTP/1.1 announce the shorter of it and `idle_timeout_secs` as
+    /// `Keep-Alive: timeout=N`, so client pools retire connections first.
     pub header_read_timeout_ms: u64,
+    /// A connection moving no bytes this long is closed (both protocols).
     pub idle_timeout_secs: u64,
+    /// A request (until its response headers) taking longer is cancelled.
     pub request_timeout_secs: u64,
+    /// Open connections at most.
     pub max_connections: usize,
+    /// Largest request body.
     pub max_body_bytes: usize,
+}
+
+impl Limits {
+    /// Seconds an idle HTTP/1.1 keep-alive connection is kept open: the
+    /// shorter of the header read and idle timeouts, less a second of
+    /// margin for the client's clock and the network.
+    pub fn keep_alive_secs(&self) -> u64 {
+        (self.header_read_timeout_ms / 1000)
+            .min(self.idle_timeout_secs)
+            .saturating_sub(1)
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             handshake_timeout_ms: 10_000,
-            header_read_timeout_ms: 10_000,
+            // As long as the idle timeout: HTTP/1.1 keep-alive connections
+            // are held that long (hyper's one timer covers both), and only
+            // holders of a certificate from the CA get this far.
+            header_read_timeout_ms: 120_000,
             idle_timeout_secs: 120,
             request_timeout_secs: 300,
             max_connections: 10_000,

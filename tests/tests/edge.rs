@@ -310,3 +310,64 @@ async fn readiness_and_metrics_answer_registered_clients() {
         gw.stop().await;
     }
 }
+
+/// HTTP/1.1 responses announce how long an idle keep-alive connection is
+/// kept (`Keep-Alive: timeout=N`), and the announcement holds: a request on
+/// the same connection within N seconds is answered; past the header read
+/// timeout the gateway has closed it. HTTP/2 responses carry no such
+/// (connection-specific) header.
+#[tokio::test]
+async fn keep_alive_is_announced_and_held() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+
+    let gw = TestGateway::start_with(
+        &gateway_tests::TestDb::Sqlite,
+        Options {
+            extra_toml: "[limits]\nheader_read_timeout_ms = 3000\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(gw.tls_config(Some("housing"))));
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let whoami = || {
+        hyper::Request::get("/v1/whoami")
+            .header("host", "localhost")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let r = sender.send_request(whoami()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["keep-alive"], "timeout=2");
+    r.into_body().collect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = sender.send_request(whoami()).await.unwrap();
+    assert_eq!(r.status(), 200, "reused within the announced time");
+    r.into_body().collect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert!(
+        conn.is_finished(),
+        "the gateway closes a connection idle past its header read timeout"
+    );
+
+    let mut h2 = gw.tls_config(Some("housing"));
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    let r = gateway_tests::http_client(h2)
+        .get(gw.url("/v1/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    assert!(!r.headers().contains_key("keep-alive"), "{:?}", r.headers());
+    gw.stop().await;
+}
