@@ -344,3 +344,33 @@ pub async fn publish_enrolments(gw: &TestGateway) -> (Vec<serde_json::Value>, St
         .to_owned();
     (records, id)
 }
+
+/// Registers and loads `hr` (department human-resources), a system client
+/// whose department no rule grants anything and that owns no dataset.
+pub fn register_hr(gw: &TestGateway) {
+    gw.issue("hr", "human-resources", Role::System, "441700");
+    gw.state.reload();
+}
+
+/// A valid ID number no example record names.
+pub fn unknown_id_number() -> String {
+    adapters::domain::IdNumber::from_parts("441702", time::macros::date!(1990 - 01 - 01), 7)
+        .expect("a valid ID number")
+        .as_str()
+        .to_owned()
+}
+
+/// Makes a request (housing's whoami) and returns the id of its audit
+/// event: one newer than any checkpoint so far.
+pub async fn newest_event(gw: &TestGateway) -> String {
+    let r = gw
+        .client("housing")
+        .get(gw.url("/v1/whoami"))
+        .send()
+        .await
+        .expect("whoami");
+    r.headers()["x-audit-event"]
+        .to_str()
+        .expect("an event id")
+        .to_owned()
+}

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 
-use gateway::identity::Role;
 use gateway_tests::{Conformance, TestDb, TestGateway, backends, example, example_records};
 use serde_json::{Value, json};
 
@@ -278,11 +277,7 @@ async fn tour(gw: &TestGateway, c: &mut Conformance) {
         .and_then(|r| r["members"][0]["id_number"].as_str())
         .unwrap()
         .to_owned();
-    let unknown =
-        adapters::domain::IdNumber::from_parts("441702", time::macros::date!(1990 - 01 - 01), 7)
-            .unwrap()
-            .as_str()
-            .to_owned();
+    let unknown = gateway_tests::unknown_id_number();
     let p = "/v1/persons/{id_number}";
     let person = |client: &str, id: &str, purpose: Option<&str>| {
         let r = get(client, &format!("/v1/persons/{id}"));
@@ -293,8 +288,7 @@ async fn tour(gw: &TestGateway, c: &mut Conformance) {
     };
     // A department no rule grants anything and owning no dataset: 403
     // before any lookup.
-    gw.issue("hr", "human-resources", Role::System, "441700");
-    gw.state.reload();
+    gateway_tests::register_hr(gw);
     let invalid = "441702198001010018";
     for (client, id, purpose, status) in [
         ("education", id.as_str(), Some("student-aid"), 200),
@@ -497,13 +491,7 @@ async fn tour(gw: &TestGateway, c: &mut Conformance) {
         .await;
     assert_eq!(s, 200, "{b}");
     let first = b["checkpoint"].clone();
-    let r = gw
-        .client("housing")
-        .get(gw.url("/v1/whoami"))
-        .send()
-        .await
-        .unwrap();
-    let newest = r.headers()["x-audit-event"].to_str().unwrap().to_owned();
+    let newest = gateway_tests::newest_event(gw).await;
     let (s, _) = c
         .send(
             "get",

@@ -93,22 +93,8 @@ async fn lookups_that_find_nothing_or_are_refused_name_the_person() {
     for db in backends() {
         let gw = TestGateway::start(&db).await;
         let (_, id) = gateway_tests::publish_enrolments(&gw).await;
-        let unknown = adapters::domain::IdNumber::from_parts(
-            "441702",
-            time::macros::date!(1990 - 01 - 01),
-            7,
-        )
-        .unwrap()
-        .as_str()
-        .to_owned();
-        // A department no rule grants anything.
-        gw.issue(
-            "hr",
-            "human-resources",
-            gateway::identity::Role::System,
-            "441700",
-        );
-        gw.state.reload();
+        let unknown = gateway_tests::unknown_id_number();
+        gateway_tests::register_hr(&gw);
         for (client, who, purpose, status) in [
             ("education", unknown.as_str(), Some("student-aid"), 404),
             ("hr", id.as_str(), Some("student-aid"), 403),
@@ -319,13 +305,7 @@ async fn the_per_person_report_proves_queries_and_matches() {
         .await;
         assert_eq!(s, 200, "{b}");
         doc("/v1/audit/proof/{event_id}", 200, &b);
-        let r = gw
-            .client("housing")
-            .get(gw.url("/v1/whoami"))
-            .send()
-            .await
-            .unwrap();
-        let newest = r.headers()["x-audit-event"].to_str().unwrap().to_owned();
+        let newest = gateway_tests::newest_event(&gw).await;
         let (s, b) = get_json(&gw, &format!("/v1/audit/proof/{newest}")).await;
         assert_eq!(
             (s, b["error"]["code"].as_str()),

@@ -139,7 +139,7 @@ async fn purpose_is_required_known_and_granted() {
     );
     // A department with no rule for the purpose (and no dataset of its own)
     // gets 403 whether or not the person exists.
-    issue_hr(&gw);
+    gateway_tests::register_hr(&gw);
     let (s1, _) = get(&gw, "hr", &path, Some("student-aid")).await;
     let (s2, _) = get(
         &gw,
@@ -425,16 +425,4 @@ async fn simulate_runs_a_draft_against_samples_without_activating_it() {
         assert_eq!(r.status(), 403, "{client}");
     }
     gw.stop().await;
-}
-
-/// Registers `hr`, a department no rule grants anything and owning no
-/// dataset.
-fn issue_hr(gw: &TestGateway) {
-    gw.issue(
-        "hr",
-        "human-resources",
-        gateway::identity::Role::System,
-        "441700",
-    );
-    gw.state.reload();
 }
