@@ -53,6 +53,10 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The route exists but does not answer this method (the `Allow`
+    /// header lists the ones it does).
+    #[error("this route does not answer that method; see the Allow header")]
+    MethodNotAllowed,
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -107,6 +111,7 @@ impl ApiError {
             ApiError::UnknownClient => (StatusCode::FORBIDDEN, "unknown_client"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
@@ -193,6 +198,7 @@ mod tests {
             (ApiError::UnknownClient, 403, "unknown_client"),
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (ApiError::NotFound("x".into()), 404, "not_found"),
+            (ApiError::MethodNotAllowed, 405, "method_not_allowed"),
             (
                 ApiError::PayloadTooLarge { limit: 1 },
                 413,

@@ -286,6 +286,18 @@ async fn errors_have_the_stable_json_shape() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
     assert!(body["error"]["message"].is_string());
+    // A route that exists, with a method it does not answer: 405 in the
+    // same shape, the Allow header naming the methods it does.
+    let resp = gw
+        .client("education")
+        .delete(gw.url("/v1/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET,HEAD");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
     gw.stop().await;
 }
 
