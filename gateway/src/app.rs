@@ -96,6 +96,9 @@ pub struct Shared {
     pub audit: crate::audit::AuditWriter,
     /// Keys for the HMACs of data subjects in audit events.
     pub subject_keys: Arc<crate::audit::SubjectKeys>,
+    /// `Keep-Alive` of HTTP/1.1 responses (`timeout=N`, see
+    /// [`crate::config::Limits::keep_alive_secs`]), made once.
+    pub keep_alive: HeaderValue,
 }
 
 impl AppState {
@@ -214,11 +217,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     // HTTP/1.1 only: HTTP/2 forbids connection-specific headers (and keeps
     // its connections open with pings).
     if version == axum::http::Version::HTTP_11 {
-        let keep_alive = format!("timeout={}", state.config.limits.keep_alive_secs());
-        if let Ok(v) = HeaderValue::from_str(&keep_alive) {
-            resp.headers_mut()
-                .insert(header::HeaderName::from_static("keep-alive"), v);
-        }
+        resp.headers_mut().insert(
+            header::HeaderName::from_static("keep-alive"),
+            state.keep_alive.clone(),
+        );
     }
     let status = resp.status();
     let elapsed = started.elapsed();

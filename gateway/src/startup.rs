@@ -109,7 +109,11 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let keep_alive = format!("timeout={}", config.limits.keep_alive_secs())
+            .parse()
+            .context("the Keep-Alive header")?;
         let state = AppState::new(crate::app::Shared {
+            keep_alive,
             rate_limits: rate_limits
                 .unwrap_or_else(|| Arc::new(RateLimits::new(&config.rate_limit))),
             config: Arc::new(config),
