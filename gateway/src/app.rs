@@ -6,10 +6,14 @@
 //! 1. [`crate::server`]: TLS handshake, client certificate verified against
 //!    the CA bundle and CRL, parsed once per connection ([`ConnInfo`]).
 //! 2. `observe`: span and metrics for every request.
-//! 3. `authenticate`: certificate subject → registered [`Caller`], or 403.
-//! 4. `rate_limit`: per-client quota, or 429 with `Retry-After`.
-//! 5. `limit_body`: declared body size over the limit → 413.
-//! 6. the handler, whose signature declares the role it requires.
+//! 3. [`crate::accesslog::record`]: the request's audit event, durable
+//!    before the response leaves (503 and nothing disclosed otherwise).
+//! 4. `authenticate`: certificate subject → registered [`Caller`], or 403.
+//! 5. `rate_limit`: per-client quota, or 429 with `Retry-After`.
+//! 6. `limit_body`: declared body size over the limit → 413.
+//! 7. `deadline`: no response headers within `request_timeout_secs` → 503
+//!    (recorded by step 3 like any answer).
+//! 8. the handler, whose signature declares the role it requires.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -167,6 +171,7 @@ pub fn router(state: AppState) -> Router {
         );
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -176,6 +181,23 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// How much longer than the request's deadline the audit step may take
+/// before the outermost layer gives up on it.
+const AUDIT_GRACE: Duration = Duration::from_secs(30);
+
+/// Cancels a request whose handler has not produced its response headers
+/// within `request_timeout_secs`: 503, recorded by the audit step like any
+/// other answer (this layer runs beneath it).
+async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let timeout = Duration::from_secs(state.config.limits.request_timeout_secs);
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            ApiError::Unavailable("the request took too long and was cancelled").into_response()
+        }
+    }
 }
 
 /// Span and metrics for every request, and the one place internal errors
@@ -199,7 +221,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     );
-    let timeout = Duration::from_secs(state.config.limits.request_timeout_secs);
+    // The last resort, should the audit step itself hang (a stuck store):
+    // then no event can be written, and the answer discloses nothing. The
+    // request's own deadline ([`deadline`]) runs beneath the audit step.
+    let timeout = Duration::from_secs(state.config.limits.request_timeout_secs) + AUDIT_GRACE;
     let resp = async {
         match tokio::time::timeout(timeout, next.run(req)).await {
             Ok(r) => r,

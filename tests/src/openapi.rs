@@ -155,7 +155,8 @@ impl Conformance {
             "{label}: no X-Policy-Version"
         );
         // Only the audit step's own refusal (503: the event could not be
-        // written) has no event to name.
+        // written) has no event to name; a request cancelled at its
+        // deadline is recorded like any other.
         if status != 503 {
             let event = r
                 .headers()

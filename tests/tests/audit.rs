@@ -150,6 +150,62 @@ async fn lookups_that_find_nothing_or_are_refused_name_the_person() {
     }
 }
 
+/// A request cancelled at its deadline (`request_timeout_secs`) gets 503
+/// and, like every answer, its audit event: here a publish whose body
+/// stalls after its first bytes.
+#[tokio::test]
+async fn a_request_cancelled_at_its_deadline_is_audited() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let gw = TestGateway::start_with(
+        &gateway_tests::TestDb::Sqlite,
+        gateway_tests::Options {
+            extra_toml: "[limits]\nrequest_timeout_secs = 1\n".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let connector =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(gw.tls_config(Some("civil-affairs"))));
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(
+        b"POST /v1/records/assistance-enrolment HTTP/1.1\r\nHost: localhost\r\n\
+          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[",
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut head))
+        .await
+        .expect("an answer before the body is complete")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-audit-event:"),
+        "the answer names its event: {head}"
+    );
+    let found = events(&gw, "status=503&department=civil-affairs").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (
+            &found[0]["route"],
+            &found[0]["error_class"],
+            &found[0]["decision"]
+        ),
+        (
+            &json!("/v1/records/{dataset}"),
+            &json!("unavailable"),
+            &json!("error")
+        ),
+        "{}",
+        found[0]
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn refused_handshakes_are_audited() {
     let gw = TestGateway::start(&gateway_tests::TestDb::Sqlite).await;
