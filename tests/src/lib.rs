@@ -374,3 +374,16 @@ pub async fn newest_event(gw: &TestGateway) -> String {
         .expect("an event id")
         .to_owned()
 }
+
+/// Runs `sql` on the gateway's audit database, behind its back (to break
+/// or tamper with the log in a test).
+pub async fn audit_sql(gw: &TestGateway, sql: &'static str) {
+    match &gw.state.audit_db {
+        gateway::storage::Database::Sqlite(pool) => {
+            sqlx::raw_sql(sql).execute(pool).await.expect("audit SQL");
+        }
+        gateway::storage::Database::Postgres(pool) => {
+            sqlx::raw_sql(sql).execute(pool).await.expect("audit SQL");
+        }
+    }
+}

@@ -566,7 +566,7 @@ async fn tour(gw: &TestGateway, c: &mut Conformance) {
 
     // The audit log cannot be written: readiness says so, data requests
     // get 503, and the gateway recovers once the table is back.
-    audit_sql(gw, "ALTER TABLE audit_events RENAME TO audit_events_away").await;
+    gateway_tests::audit_sql(gw, "ALTER TABLE audit_events RENAME TO audit_events_away").await;
     assert_eq!(
         c.send("get", "/readyz", get("education", "/readyz"))
             .await
@@ -582,7 +582,7 @@ async fn tour(gw: &TestGateway, c: &mut Conformance) {
         .await;
     assert_eq!(s, 503);
     assert!(!String::from_utf8_lossy(&body).contains("category"));
-    audit_sql(gw, "ALTER TABLE audit_events_away RENAME TO audit_events").await;
+    gateway_tests::audit_sql(gw, "ALTER TABLE audit_events_away RENAME TO audit_events").await;
     for _ in 0..100 {
         if gw.state.audit.health().is_ready() {
             break;
@@ -593,7 +593,7 @@ async fn tour(gw: &TestGateway, c: &mut Conformance) {
     let (s, b) = c.json("get", p, get("auditor", p)).await;
     assert_eq!((s, &b["ok"]), (200, &json!(true)), "{b}");
     // Change one stored event behind the gateway's back: verify names it.
-    audit_sql(
+    gateway_tests::audit_sql(
         gw,
         match &gw.db {
             TestDb::Sqlite => "DROP TRIGGER audit_events_no_update",
@@ -601,23 +601,11 @@ async fn tour(gw: &TestGateway, c: &mut Conformance) {
         },
     )
     .await;
-    audit_sql(
+    gateway_tests::audit_sql(
         gw,
         "UPDATE audit_events SET department = 'housing' WHERE seq = 3",
     )
     .await;
     let (s, b) = c.json("get", p, get("auditor", p)).await;
     assert_eq!((s, &b["first_problem"]["seq"]), (409, &json!(3)), "{b}");
-}
-
-/// Runs `sql` on the gateway's audit database, behind its back.
-async fn audit_sql(gw: &TestGateway, sql: &'static str) {
-    match &gw.state.audit_db {
-        gateway::storage::Database::Sqlite(pool) => {
-            sqlx::raw_sql(sql).execute(pool).await.unwrap();
-        }
-        gateway::storage::Database::Postgres(pool) => {
-            sqlx::raw_sql(sql).execute(pool).await.unwrap();
-        }
-    }
 }

@@ -5,19 +5,7 @@
 
 use std::time::Duration;
 
-use gateway::storage::Database;
 use gateway_tests::{TestGateway, backends};
-
-async fn exec(db: &Database, sql: &'static str) {
-    match db {
-        Database::Sqlite(p) => {
-            sqlx::query(sql).execute(p).await.unwrap();
-        }
-        Database::Postgres(p) => {
-            sqlx::query(sql).execute(p).await.unwrap();
-        }
-    }
-}
 
 #[tokio::test]
 async fn unwritable_audit_store_means_503_and_no_data_then_recovery() {
@@ -35,11 +23,7 @@ async fn unwritable_audit_store_means_503_and_no_data_then_recovery() {
         assert_eq!(ask().await.status(), 200);
 
         // Take the audit table away.
-        exec(
-            &gw.state.audit_db,
-            "ALTER TABLE audit_events RENAME TO audit_events_away",
-        )
-        .await;
+        gateway_tests::audit_sql(&gw, "ALTER TABLE audit_events RENAME TO audit_events_away").await;
         let r = ask().await;
         assert_eq!(r.status(), 503, "{}", db.name());
         let body = r.text().await.unwrap();
@@ -72,11 +56,7 @@ async fn unwritable_audit_store_means_503_and_no_data_then_recovery() {
         assert_eq!(ready.status(), 503, "readiness reports the audit state");
 
         // Give it back: the writer recovers without a restart.
-        exec(
-            &gw.state.audit_db,
-            "ALTER TABLE audit_events_away RENAME TO audit_events",
-        )
-        .await;
+        gateway_tests::audit_sql(&gw, "ALTER TABLE audit_events_away RENAME TO audit_events").await;
         let mut recovered = false;
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(100)).await;
