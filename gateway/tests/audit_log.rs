@@ -571,12 +571,12 @@ async fn restart_resumes_the_chain() {
 async fn two_instances(t: &TestDb) {
     let a = writer(t, "gw-a").await;
     let b = writer(t, "gw-b").await;
+    let subject = id(ID_A);
     let mut tasks = Vec::new();
     for i in 0..100u64 {
         let w = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move {
-            w.append(access(i, "housing", None)).await
-        }));
+        let ev = access(i, "housing", Some(&subject));
+        tasks.push(tokio::spawn(async move { w.append(ev).await }));
     }
     for t in tasks {
         t.await.expect("join").expect("append");
@@ -591,8 +591,22 @@ async fn two_instances(t: &TestDb) {
         r.logs.iter().map(|l| l.events).collect::<Vec<_>>(),
         vec![50, 50]
     );
-    // Deleting a whole log's events leaves its checkpoints: detected.
     t.drop_guards().await;
+    // With two logs in the subject index, each log's rows are counted on
+    // their own: one row gone from gw-b's is named there, not in gw-a.
+    t.exec("DELETE FROM audit_event_subjects WHERE log_id = 'gw-b' AND seq = 3")
+        .await;
+    let r = verify(&t.db, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert_eq!(
+        r.problems
+            .iter()
+            .map(|p| (p.log_id.as_str(), p.kind))
+            .collect::<Vec<_>>(),
+        vec![("gw-b", ProblemKind::SubjectIndex)]
+    );
+    // Deleting a whole log's events leaves its checkpoints: detected.
     t.exec("DELETE FROM audit_events WHERE log_id = 'gw-b'")
         .await;
     let r = verify(&t.db, VerifyOptions::default())

@@ -599,10 +599,11 @@ pub async fn latest_checkpoint(
     })
 }
 
-/// The ids of every log: registered, with events, or with checkpoints.
-pub async fn log_ids(db: &Database) -> Result<Vec<String>, AuditError> {
-    let sql = "SELECT log_id FROM audit_logs UNION SELECT DISTINCT log_id FROM audit_checkpoints \
-               UNION SELECT DISTINCT log_id FROM audit_events ORDER BY 1";
+/// The ids of the logs registered or checkpointed. A log's events name it
+/// too, but verification meets those as it reads them: listing them here
+/// would read the whole events index first.
+pub async fn registered_log_ids(db: &Database) -> Result<Vec<String>, AuditError> {
+    let sql = "SELECT log_id FROM audit_logs UNION SELECT log_id FROM audit_checkpoints ORDER BY 1";
     let mut out = Vec::new();
     match db {
         Database::Sqlite(p) => {
@@ -620,35 +621,61 @@ pub async fn log_ids(db: &Database) -> Result<Vec<String>, AuditError> {
 }
 
 /// Per log: its subject-index watermark (`None`: the log has no watermark
-/// row) and the rows its index holds, read in one statement (one snapshot:
-/// a concurrent [`index_subjects`] cannot make the two disagree).
+/// row) and the rows its index holds, read in one snapshot (a concurrent
+/// [`index_subjects`] cannot make the two disagree).
+///
+/// An index holding one log (an SQLite file's usual case) is counted whole:
+/// SQLite answers a bare `COUNT(*)` from its pages' cell counts, ~1 ms for
+/// a million rows against ~90 ms for stepping through them by log id. Only
+/// an index holding several logs is counted per log.
 pub async fn subject_index_state(
     db: &Database,
 ) -> Result<BTreeMap<String, (Option<u64>, u64)>, AuditError> {
-    let sql = "SELECT w.log_id, w.indexed_to, \
-                      (SELECT COUNT(*) FROM audit_event_subjects s WHERE s.log_id = w.log_id) \
-               FROM audit_subject_watermarks w \
-               UNION ALL \
-               SELECT s.log_id, NULL, COUNT(*) FROM audit_event_subjects s \
-               WHERE s.log_id NOT IN (SELECT log_id FROM audit_subject_watermarks) \
-               GROUP BY s.log_id";
-    let mut out = BTreeMap::new();
-    macro_rules! collect {
-        ($p:expr) => {{
-            for r in sqlx::query(sql).fetch_all($p).await? {
-                let to: Option<i64> = r.try_get(1)?;
-                let rows: i64 = r.try_get(2)?;
-                out.insert(
-                    r.try_get::<String, _>(0)?,
-                    (to.map(|t| t.max(0) as u64), rows.max(0) as u64),
-                );
-            }
+    const MARKS: &str = "SELECT log_id, indexed_to FROM audit_subject_watermarks";
+    const WHOLE: &str = "SELECT (SELECT COUNT(*) FROM audit_event_subjects), \
+                                (SELECT MIN(log_id) FROM audit_event_subjects), \
+                                (SELECT MAX(log_id) FROM audit_event_subjects)";
+    const PER_LOG: &str = "SELECT log_id, COUNT(*) FROM audit_event_subjects GROUP BY log_id";
+    macro_rules! read {
+        ($tx:expr) => {{
+            let marks: Vec<(String, i64)> = sqlx::query_as(MARKS).fetch_all(&mut *$tx).await?;
+            let (total, first, last): (i64, Option<String>, Option<String>) =
+                sqlx::query_as(WHOLE).fetch_one(&mut *$tx).await?;
+            let rows: Vec<(String, i64)> = match (first, last) {
+                (Some(first), Some(last)) if first == last => vec![(first, total)],
+                (Some(_), Some(_)) => sqlx::query_as(PER_LOG).fetch_all(&mut *$tx).await?,
+                _ => Vec::new(),
+            };
+            $tx.rollback().await?;
+            (marks, rows)
         }};
     }
-    match db {
-        Database::Sqlite(p) => collect!(p),
-        Database::Postgres(p) => collect!(p),
-    }
+    let (marks, rows) = match db {
+        // A deferred transaction: its first read fixes the snapshot (WAL).
+        Database::Sqlite(p) => {
+            let mut tx = p.begin().await?;
+            read!(tx)
+        }
+        Database::Postgres(p) => {
+            let mut tx = p.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            read!(tx)
+        }
+    };
+    let mut rows: BTreeMap<String, u64> = rows
+        .into_iter()
+        .map(|(log, n)| (log, n.max(0) as u64))
+        .collect();
+    let mut out: BTreeMap<String, (Option<u64>, u64)> = marks
+        .into_iter()
+        .map(|(log, to)| {
+            let n = rows.remove(&log).unwrap_or(0);
+            (log, (Some(to.max(0) as u64), n))
+        })
+        .collect();
+    out.extend(rows.into_iter().map(|(log, n)| (log, (None, n))));
     Ok(out)
 }
 

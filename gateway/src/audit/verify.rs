@@ -706,7 +706,7 @@ macro_rules! verify_rows {
 pub async fn verify(db: &Database, opts: VerifyOptions) -> Result<VerifyReport, AuditError> {
     let started = Instant::now();
     let cps = store::checkpoints(db, None).await?;
-    let logs = store::log_ids(db).await?;
+    let logs = store::registered_log_ids(db).await?;
     let subject_index = store::subject_index_state(db).await?;
     let chunk_roots = store::stored_chunk_roots(db).await?;
     let v = Verifier::new(opts, cps, logs, subject_index, chunk_roots);
