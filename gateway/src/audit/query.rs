@@ -845,8 +845,9 @@ pub async fn most_accessed_subjects(
     to_ms: i64,
     limit: u32,
 ) -> Result<Vec<SubjectCount>, AuditError> {
-    // The index, plus the events it does not cover yet split into their
-    // subjects (see `store::index_subjects`).
+    // The index below each log's watermark (a pass in progress has rows
+    // above it, which the tail covers), plus the events it does not cover
+    // yet split into their subjects (see `store::index_slice`).
     let tail = match db {
         Database::Sqlite(_) => {
             "SELECT j.value AS subject, t.log_id, t.seq FROM audit_events t \
@@ -863,7 +864,9 @@ pub async fn most_accessed_subjects(
     };
     let sql = format!(
         "SELECT s.subject, COUNT(*), COUNT(DISTINCT e.department) \
-         FROM (SELECT subject, log_id, seq FROM audit_event_subjects UNION ALL {tail}) s \
+         FROM (SELECT i.subject, i.log_id, i.seq FROM audit_event_subjects i \
+               JOIN audit_subject_watermarks iw ON iw.log_id = i.log_id AND i.seq < iw.indexed_to \
+               UNION ALL {tail}) s \
          JOIN audit_events e ON e.log_id = s.log_id AND e.seq = s.seq \
          WHERE e.kind = 'access' AND e.decision = 'allow' AND e.time_ms >= $1 AND e.time_ms < $2 \
          GROUP BY s.subject ORDER BY COUNT(*) DESC, s.subject LIMIT $3"

@@ -620,25 +620,46 @@ pub async fn registered_log_ids(db: &Database) -> Result<Vec<String>, AuditError
     Ok(out)
 }
 
-/// Per log: its subject-index watermark (`None`: the log has no watermark
-/// row) and the rows its index holds, read in one snapshot (a concurrent
-/// [`index_subjects`] cannot make the two disagree).
+/// The subject index of one log, as verification sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexState {
+    /// The watermark (`None`: the log has no watermark row).
+    pub watermark: Option<u64>,
+    /// Rows of complete passes (generations below the watermark; every
+    /// row when there is no watermark).
+    pub rows: u64,
+    /// Rows of a pass in progress (generation at or above the watermark).
+    pub in_progress: u64,
+}
+
+/// Per log: its subject index's [`IndexState`], read in one snapshot (a
+/// concurrent pass cannot make the parts disagree).
 ///
 /// An index holding one log (an SQLite file's usual case) is counted whole:
 /// SQLite answers a bare `COUNT(*)` from its pages' cell counts, ~1 ms for
-/// a million rows against ~90 ms for stepping through them by log id. Only
+/// a million rows against ~90 ms for stepping through them by log id; the
+/// rows of a pass in progress, a range of the key, are counted apart. Only
 /// an index holding several logs is counted per log.
 pub async fn subject_index_state(
     db: &Database,
-) -> Result<BTreeMap<String, (Option<u64>, u64)>, AuditError> {
-    const MARKS: &str = "SELECT log_id, indexed_to FROM audit_subject_watermarks";
+) -> Result<BTreeMap<String, IndexState>, AuditError> {
+    const MARKS: &str = "SELECT w.log_id, w.indexed_to, \
+                                (SELECT COUNT(*) FROM audit_event_subjects s \
+                                 WHERE s.log_id = w.log_id AND s.gen >= w.indexed_to) \
+                         FROM audit_subject_watermarks w";
+    // An index from before generations (an SQLite main file from before the
+    // audit log had a file of its own, verified in place) was only ever
+    // written whole: nothing in progress.
+    const MARKS_BEFORE_GENERATIONS: &str =
+        "SELECT log_id, indexed_to, 0 FROM audit_subject_watermarks";
     const WHOLE: &str = "SELECT (SELECT COUNT(*) FROM audit_event_subjects), \
                                 (SELECT MIN(log_id) FROM audit_event_subjects), \
                                 (SELECT MAX(log_id) FROM audit_event_subjects)";
     const PER_LOG: &str = "SELECT log_id, COUNT(*) FROM audit_event_subjects GROUP BY log_id";
     macro_rules! read {
-        ($tx:expr) => {{
-            let marks: Vec<(String, i64)> = sqlx::query_as(MARKS).fetch_all(&mut *$tx).await?;
+        ($tx:expr, $marks:expr) => {{
+            let marks: Vec<(String, i64, i64)> =
+                sqlx::query_as($marks).fetch_all(&mut *$tx).await?;
             let (total, first, last): (i64, Option<String>, Option<String>) =
                 sqlx::query_as(WHOLE).fetch_one(&mut *$tx).await?;
             let rows: Vec<(String, i64)> = match (first, last) {
@@ -654,37 +675,64 @@ pub async fn subject_index_state(
         // A deferred transaction: its first read fixes the snapshot (WAL).
         Database::Sqlite(p) => {
             let mut tx = p.begin().await?;
-            read!(tx)
+            let generations: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('audit_event_subjects') \
+                 WHERE name = 'gen')",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let marks = if generations {
+                MARKS
+            } else {
+                MARKS_BEFORE_GENERATIONS
+            };
+            read!(tx, marks)
         }
         Database::Postgres(p) => {
             let mut tx = p.begin().await?;
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(&mut *tx)
                 .await?;
-            read!(tx)
+            // Migration 0002 gave every PostgreSQL index its generations.
+            read!(tx, MARKS)
         }
     };
-    let mut rows: BTreeMap<String, u64> = rows
+    let count = |n: i64| n.max(0) as u64;
+    let mut rows: BTreeMap<String, u64> = rows.into_iter().map(|(l, n)| (l, count(n))).collect();
+    let mut out: BTreeMap<String, IndexState> = marks
         .into_iter()
-        .map(|(log, n)| (log, n.max(0) as u64))
-        .collect();
-    let mut out: BTreeMap<String, (Option<u64>, u64)> = marks
-        .into_iter()
-        .map(|(log, to)| {
-            let n = rows.remove(&log).unwrap_or(0);
-            (log, (Some(to.max(0) as u64), n))
+        .map(|(log, to, above)| {
+            let all = rows.remove(&log).unwrap_or(0);
+            let in_progress = count(above);
+            let state = IndexState {
+                watermark: Some(count(to)),
+                rows: all.saturating_sub(in_progress),
+                in_progress,
+            };
+            (log, state)
         })
         .collect();
-    out.extend(rows.into_iter().map(|(log, n)| (log, (None, n))));
+    out.extend(rows.into_iter().map(|(log, n)| {
+        let state = IndexState {
+            watermark: None,
+            rows: n,
+            in_progress: 0,
+        };
+        (log, state)
+    }));
     Ok(out)
 }
 
-/// Most events indexed by one [`index_subjects`] transaction.
+/// Most events indexed by one pass ([`plan_index_pass`]).
 pub const INDEX_BATCH_EVENTS: i64 = 50_000;
-/// Subject rows after which an [`index_subjects`] transaction stops taking
-/// events (it always takes at least one whole event): bounds its memory
-/// when batch matches name 100,000 subjects each.
+/// Subject rows after which a pass stops taking events (it always takes at
+/// least one whole event): bounds its memory when batch matches name
+/// 100,000 subjects each.
 pub const INDEX_BATCH_ROWS: u64 = 262_144;
+
+/// Subject rows written per transaction of an index pass
+/// ([`index_slice`]): what an append may wait behind while a pass runs.
+pub const INDEX_SLICE_ROWS: usize = 16_384;
 
 /// What one [`index_subjects`] call did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -695,30 +743,58 @@ pub struct Indexed {
     pub rows: u64,
 }
 
-/// Brings the subject index of `log_id` forward from its watermark (at
-/// most [`INDEX_BATCH_EVENTS`] events and, past the first event,
-/// [`INDEX_BATCH_ROWS`] rows per call): reads the `subjects` column of the
-/// events at and after the watermark and inserts their rows under a new
-/// generation (`gen` = the old watermark), sorted by subject, so that they
-/// land at the end of the index, after every earlier generation (see
-/// migration 0002 of the audit file); then moves the watermark. All in one
-/// transaction.
-///
-/// Safe to run from any number of writers: the transaction starts by
-/// locking the log's watermark row (a write, so SQLite takes its write lock
-/// before reading anything).
-pub async fn index_subjects(db: &Database, log_id: &str) -> Result<Indexed, AuditError> {
-    let lock = "UPDATE audit_subject_watermarks SET indexed_to = indexed_to WHERE log_id = $1 \
-                RETURNING indexed_to";
+/// One pass of the subject index of a log: the rows of its events
+/// `from..to`, sorted by subject, to be written under generation `from`
+/// (so that they land at the end of the index, after every earlier
+/// generation; see migration 0002 of the audit file), a slice per
+/// transaction ([`index_slice`]).
+#[derive(Debug)]
+pub struct IndexPass {
+    log_id: String,
+    from: i64,
+    to: i64,
+    refs: Vec<(String, i64)>,
+    next: usize,
+}
+
+impl IndexPass {
+    /// The watermark once the pass is complete.
+    pub fn to(&self) -> u64 {
+        self.to.max(0) as u64
+    }
+
+    /// Index rows the pass writes in all.
+    pub fn rows(&self) -> u64 {
+        self.refs.len() as u64
+    }
+}
+
+/// What one [`index_slice`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slice {
+    /// A slice was written; more remain.
+    More,
+    /// The pass is complete and the watermark moved.
+    Done(Indexed),
+    /// The watermark moved since the pass was planned (another pass
+    /// finished first): nothing was written; plan again.
+    Superseded,
+}
+
+/// Plans the next pass of the subject index of `log_id` from its watermark:
+/// reads the `subjects` column of at most [`INDEX_BATCH_EVENTS`] events at
+/// and after it (past the first event, until [`INDEX_BATCH_ROWS`] rows) and
+/// sorts their rows. Reads only: nothing is locked while the rows are
+/// gathered and sorted. A pass with no rows means the index is current.
+pub async fn plan_index_pass(db: &Database, log_id: &str) -> Result<IndexPass, AuditError> {
+    let mark = "SELECT indexed_to FROM audit_subject_watermarks WHERE log_id = $1";
     let tail = "SELECT seq, subjects FROM audit_events WHERE log_id = $1 AND seq >= $2 \
                 ORDER BY seq LIMIT $3";
-    let set = "UPDATE audit_subject_watermarks SET indexed_to = $2 WHERE log_id = $1";
     macro_rules! run {
-        ($p:expr, $Db:ty) => {{
-            let mut tx = $p.begin().await?;
-            let Some(from) = sqlx::query_scalar::<_, i64>(lock)
+        ($p:expr) => {{
+            let Some(from) = sqlx::query_scalar::<_, i64>(mark)
                 .bind(log_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional($p)
                 .await?
             else {
                 return Err(AuditError::Corrupt(
@@ -727,37 +803,91 @@ pub async fn index_subjects(db: &Database, log_id: &str) -> Result<Indexed, Audi
             };
             let mut to = from;
             let mut refs: Vec<(String, i64)> = Vec::new();
-            {
-                let mut rows = sqlx::query(tail)
-                    .bind(log_id)
-                    .bind(from)
-                    .bind(INDEX_BATCH_EVENTS)
-                    .fetch(&mut *tx);
-                while let Some(r) = rows.try_next().await? {
-                    let seq: i64 = r.try_get(0)?;
-                    let subjects: &str = r.try_get(1)?;
-                    refs.extend(
-                        subjects
-                            .split(' ')
-                            .filter(|s| !s.is_empty())
-                            .map(|s| (s.to_owned(), seq)),
-                    );
-                    to = seq + 1;
-                    if refs.len() as u64 >= INDEX_BATCH_ROWS {
-                        break;
-                    }
+            let mut rows = sqlx::query(tail)
+                .bind(log_id)
+                .bind(from)
+                .bind(INDEX_BATCH_EVENTS)
+                .fetch($p);
+            while let Some(r) = rows.try_next().await? {
+                let seq: i64 = r.try_get(0)?;
+                let subjects: &str = r.try_get(1)?;
+                refs.extend(
+                    subjects
+                        .split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(|s| (s.to_owned(), seq)),
+                );
+                to = seq + 1;
+                if refs.len() as u64 >= INDEX_BATCH_ROWS {
+                    break;
                 }
             }
-            if to == from {
+            (from, to, refs)
+        }};
+    }
+    let (from, to, mut refs) = match db {
+        Database::Sqlite(p) => run!(p),
+        Database::Postgres(p) => run!(p),
+    };
+    // ~300k rows for three batch matches: sorted off the async workers.
+    let refs = tokio::task::spawn_blocking(move || {
+        refs.sort_unstable();
+        refs.dedup();
+        refs
+    })
+    .await
+    .map_err(|_| AuditError::Io(std::io::Error::other("sorting subject rows failed")))?;
+    Ok(IndexPass {
+        log_id: log_id.to_owned(),
+        from,
+        to,
+        refs,
+        next: 0,
+    })
+}
+
+/// Writes the next slice of `pass` (at most `max_rows` rows) in one
+/// transaction; the last slice also moves the log's watermark to the end of
+/// the pass. An empty pass only reports its end.
+///
+/// Each transaction starts by locking the log's watermark row (a write, so
+/// SQLite takes its write lock first) and stops, writing nothing, if the
+/// watermark is no longer where the pass started. Rows are inserted with
+/// `ON CONFLICT DO NOTHING`, so a pass interrupted between slices (a crash,
+/// a failed write) is simply planned and written again. Until the last
+/// slice commits, the rows already written are a pass in progress: above
+/// the watermark, which searches cover by reading the events themselves,
+/// and which verification counts apart (see [`subject_index_state`]).
+pub async fn index_slice(
+    db: &Database,
+    pass: &mut IndexPass,
+    max_rows: usize,
+) -> Result<Slice, AuditError> {
+    if pass.refs.is_empty() {
+        return Ok(Slice::Done(Indexed {
+            to: pass.to(),
+            rows: 0,
+        }));
+    }
+    let lock = "UPDATE audit_subject_watermarks SET indexed_to = indexed_to WHERE log_id = $1 \
+                RETURNING indexed_to";
+    let set = "UPDATE audit_subject_watermarks SET indexed_to = $2 WHERE log_id = $1";
+    let end = pass.refs.len().min(pass.next + max_rows.max(1));
+    let last = end == pass.refs.len();
+    let (log_id, from, to) = (pass.log_id.as_str(), pass.from, pass.to);
+    let slice = &pass.refs[pass.next..end];
+    macro_rules! run {
+        ($p:expr, $Db:ty) => {{
+            let mut tx = $p.begin().await?;
+            let now = sqlx::query_scalar::<_, i64>(lock)
+                .bind(log_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if now != Some(from) {
                 tx.rollback().await?;
-                return Ok(Indexed {
-                    to: from as u64,
-                    rows: 0,
-                });
+                return Ok(Slice::Superseded);
             }
-            refs.sort_unstable();
-            refs.dedup();
-            for chunk in refs.chunks(INDEX_CHUNK) {
+            for chunk in slice.chunks(INDEX_CHUNK) {
                 let mut qb = QueryBuilder::<$Db>::new(
                     "INSERT INTO audit_event_subjects (log_id, gen, subject, seq) ",
                 );
@@ -767,23 +897,47 @@ pub async fn index_subjects(db: &Database, log_id: &str) -> Result<Indexed, Audi
                         .push_bind(s.as_str())
                         .push_bind(*q);
                 });
+                qb.push(" ON CONFLICT DO NOTHING");
                 qb.build().execute(&mut *tx).await?;
             }
-            sqlx::query(set)
-                .bind(log_id)
-                .bind(to)
-                .execute(&mut *tx)
-                .await?;
+            if last {
+                sqlx::query(set)
+                    .bind(log_id)
+                    .bind(to)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
-            Ok(Indexed {
-                to: to as u64,
-                rows: refs.len() as u64,
-            })
         }};
     }
     match db {
         Database::Sqlite(p) => run!(p, Sqlite),
         Database::Postgres(p) => run!(p, Postgres),
+    }
+    pass.next = end;
+    Ok(if last {
+        Slice::Done(Indexed {
+            to: pass.to(),
+            rows: pass.rows(),
+        })
+    } else {
+        Slice::More
+    })
+}
+
+/// Brings the subject index of `log_id` forward from its watermark by one
+/// whole pass ([`plan_index_pass`], then every [`index_slice`]), planning
+/// again if another pass finished first.
+pub async fn index_subjects(db: &Database, log_id: &str) -> Result<Indexed, AuditError> {
+    loop {
+        let mut pass = plan_index_pass(db, log_id).await?;
+        loop {
+            match index_slice(db, &mut pass, INDEX_SLICE_ROWS).await? {
+                Slice::More => {}
+                Slice::Done(done) => return Ok(done),
+                Slice::Superseded => break,
+            }
+        }
     }
 }
 

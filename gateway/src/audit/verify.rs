@@ -169,10 +169,12 @@ struct LogState {
     latest: Option<u64>,
     broken: bool,
     prev_event_id: Option<String>,
-    /// The log's subject-index watermark and index rows.
-    index: (Option<u64>, u64),
+    /// The log's subject index.
+    index: store::IndexState,
     /// Subjects named by the events below the watermark.
     refs_below: u64,
+    /// Subjects named by the events at and after it.
+    refs_above: u64,
     /// The log's stored chunk roots, in chunk order, and how many of them
     /// have been compared.
     chunks: Vec<(u64, Hash)>,
@@ -189,13 +191,13 @@ pub(crate) struct Verifier {
     logs: Vec<LogReport>,
     keys: BTreeSet<String>,
     events: u64,
-    subject_index: BTreeMap<String, (Option<u64>, u64)>,
+    subject_index: BTreeMap<String, store::IndexState>,
     chunk_roots: BTreeMap<String, Vec<(u64, Hash)>>,
     buf: Vec<u8>,
 }
 
 impl Verifier {
-    /// `subject_index`: per log, its subject-index watermark and index rows
+    /// `subject_index`: per log, its subject index
     /// ([`store::subject_index_state`]); `chunk_roots`: per log, its stored
     /// chunk roots ([`store::stored_chunk_roots`]); both read before the
     /// events.
@@ -203,7 +205,7 @@ impl Verifier {
         opts: VerifyOptions,
         cps: Vec<SignedCheckpoint>,
         logs: Vec<String>,
-        subject_index: BTreeMap<String, (Option<u64>, u64)>,
+        subject_index: BTreeMap<String, store::IndexState>,
         chunk_roots: BTreeMap<String, Vec<(u64, Hash)>>,
     ) -> Self {
         let mut checkpoints: BTreeMap<String, Vec<SignedCheckpoint>> = BTreeMap::new();
@@ -306,8 +308,9 @@ impl Verifier {
             latest,
             broken: false,
             prev_event_id: None,
-            index: self.subject_index.remove(log_id).unwrap_or((None, 0)),
+            index: self.subject_index.remove(log_id).unwrap_or_default(),
             refs_below: 0,
+            refs_above: 0,
             chunks: self.chunk_roots.remove(log_id).unwrap_or_default(),
             chunks_checked: 0,
         };
@@ -398,11 +401,17 @@ impl Verifier {
         });
     }
 
-    /// The index must hold exactly the subjects of the events below the
-    /// watermark, and the watermark must not point past the log's end (the
-    /// events in between would never be indexed, nor searched as tail).
+    /// The index's complete passes must hold exactly the subjects of the
+    /// events below the watermark, a pass in progress no more than the
+    /// events after it name, and the watermark must not point past the
+    /// log's end (the events in between would never be indexed, nor
+    /// searched as tail).
     fn check_subject_index(&mut self, st: &LogState) {
-        let (mark, rows) = st.index;
+        let store::IndexState {
+            watermark: mark,
+            rows,
+            in_progress,
+        } = st.index;
         let detail = match mark {
             None if st.next_seq > 0 || rows > 0 => {
                 Some("the log has no subject-index watermark".to_owned())
@@ -414,6 +423,10 @@ impl Verifier {
             _ if rows != st.refs_below => Some(format!(
                 "the subject index has {rows} rows for this log but its events below the watermark name {} subjects",
                 st.refs_below
+            )),
+            _ if in_progress > st.refs_above => Some(format!(
+                "the subject index has {in_progress} rows of a pass in progress for this log but its events past the watermark name {} subjects",
+                st.refs_above
             )),
             _ => None,
         };
@@ -482,8 +495,10 @@ impl Verifier {
         let Some(mut st) = self.cur.take() else {
             return;
         };
-        if st.index.0.is_some_and(|m| rec.seq < m) {
+        if st.index.watermark.is_some_and(|m| rec.seq < m) {
             st.refs_below += rec.subjects;
+        } else {
+            st.refs_above += rec.subjects;
         }
         let mut found: Option<(ProblemKind, String)> = None;
         let [stored_leaf, stored_prev, stored_hash] = match stored {

@@ -65,9 +65,11 @@ pub struct AuditConfig {
     /// Durable, or off for benchmarks only.
     pub mode: AuditMode,
     /// Events written before their subjects are added to the subject index
-    /// in one sorted batch (sooner once they name
+    /// in one sorted pass (sooner once they name
     /// [`store::INDEX_BATCH_ROWS`] subjects; also done at every
-    /// checkpoint). Subject searches
+    /// checkpoint). A pass is written [`store::INDEX_SLICE_ROWS`] rows per
+    /// transaction, one after each commit and back to back while no append
+    /// waits, so appends never wait behind a whole pass. Subject searches
     /// read the not-yet-indexed events directly, so this trades append
     /// throughput against the length of that scan.
     pub subject_index_batch: u64,
@@ -250,6 +252,7 @@ impl AuditWriter {
             last_checkpoint_size: last_cp,
             indexed_to,
             unindexed_rows: 0,
+            pass: None,
             health: health_tx,
             outage: None,
             backoff: INITIAL_BACKOFF,
@@ -370,6 +373,8 @@ struct Task {
     /// Subjects named by the events written since (as far as this task
     /// knows: a count, to index early when matches name many).
     unindexed_rows: u64,
+    /// A subject-index pass being written, a slice at a time.
+    pass: Option<store::IndexPass>,
     health: watch::Sender<AuditHealth>,
     outage: Option<Outage>,
     backoff: Duration,
@@ -434,7 +439,9 @@ impl Task {
                     break;
                 }
                 let retry_at = self.retry_at;
+                let indexing = self.pass.is_some();
                 let first = tokio::select! {
+                    biased;
                     m = rx.recv() => match m {
                         Some(m) => m,
                         None => { closed = true; continue; }
@@ -448,6 +455,11 @@ impl Task {
                     _ = sleep_until_opt(retry_at) => {
                         // Probe: try to write the outage record on its own.
                         self.write(Vec::new()).await;
+                        continue;
+                    }
+                    // Nothing to append: the next slice of the pass.
+                    () = std::future::ready(()), if indexing => {
+                        self.index_step().await;
                         continue;
                     }
                 };
@@ -696,10 +708,11 @@ impl Task {
         }
         self.unindexed_rows += f.subject_rows;
         let written = self.head.as_ref().map_or(0, |h| h.next_seq);
-        if written.saturating_sub(self.indexed_to) >= self.config.subject_index_batch
+        if self.pass.is_some()
+            || written.saturating_sub(self.indexed_to) >= self.config.subject_index_batch
             || self.unindexed_rows >= store::INDEX_BATCH_ROWS
         {
-            self.index_subjects().await;
+            self.index_step().await;
         }
     }
 
@@ -728,12 +741,25 @@ impl Task {
         }
     }
 
-    /// Adds the subjects of the events written since the last time to the
-    /// subject index. A failure is only logged: the index is derived, and
-    /// searches still find the events it does not cover yet.
-    async fn index_subjects(&mut self) {
-        match store::index_subjects(&self.db, &self.config.log_id).await {
-            Ok(done) => {
+    /// Writes the next slice of the subject-index pass, planning one (the
+    /// subjects of the events written since the last) if none is under
+    /// way. A failure is only logged: the index is derived, searches still
+    /// find the events it does not cover yet, and a pass planned again
+    /// rewrites nothing twice.
+    async fn index_step(&mut self) {
+        let mut pass = match self.pass.take() {
+            Some(p) => p,
+            None => match store::plan_index_pass(&self.db, &self.config.log_id).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit subject index not updated; will retry");
+                    return;
+                }
+            },
+        };
+        match store::index_slice(&self.db, &mut pass, store::INDEX_SLICE_ROWS).await {
+            Ok(store::Slice::More) => self.pass = Some(pass),
+            Ok(store::Slice::Done(done)) => {
                 self.indexed_to = done.to;
                 let written = self.head.as_ref().map_or(0, |h| h.next_seq);
                 self.unindexed_rows = if done.to >= written {
@@ -742,7 +768,19 @@ impl Task {
                     self.unindexed_rows.saturating_sub(done.rows)
                 };
             }
+            // Planned again at the next step.
+            Ok(store::Slice::Superseded) => {}
             Err(e) => tracing::warn!(error = %e, "audit subject index not updated; will retry"),
+        }
+    }
+
+    /// Completes the pass under way, or one whole pass if none is.
+    async fn index_subjects(&mut self) {
+        loop {
+            self.index_step().await;
+            if self.pass.is_none() {
+                break;
+            }
         }
     }
 
