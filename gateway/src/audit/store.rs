@@ -625,10 +625,13 @@ pub async fn registered_log_ids(db: &Database) -> Result<Vec<String>, AuditError
 pub struct IndexState {
     /// The watermark (`None`: the log has no watermark row).
     pub watermark: Option<u64>,
-    /// Rows of complete passes (generations below the watermark; every
-    /// row when there is no watermark).
+    /// Rows of complete passes (every generation but the watermark's;
+    /// every row when there is no watermark).
     pub rows: u64,
-    /// Rows of a pass in progress (generation at or above the watermark).
+    /// Rows of a pass in progress: its generation is the watermark (a
+    /// pass is written under the watermark it starts from). Counted by an
+    /// equality on the key's prefix, which both databases answer from the
+    /// index.
     pub in_progress: u64,
 }
 
@@ -645,7 +648,7 @@ pub async fn subject_index_state(
 ) -> Result<BTreeMap<String, IndexState>, AuditError> {
     const MARKS: &str = "SELECT w.log_id, w.indexed_to, \
                                 (SELECT COUNT(*) FROM audit_event_subjects s \
-                                 WHERE s.log_id = w.log_id AND s.gen >= w.indexed_to) \
+                                 WHERE s.log_id = w.log_id AND s.gen = w.indexed_to) \
                          FROM audit_subject_watermarks w";
     // An index from before generations (an SQLite main file from before the
     // audit log had a file of its own, verified in place) was only ever
