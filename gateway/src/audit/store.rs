@@ -641,8 +641,8 @@ pub struct IndexState {
 /// An index holding one log (an SQLite file's usual case) is counted whole:
 /// SQLite answers a bare `COUNT(*)` from its pages' cell counts, ~1 ms for
 /// a million rows against ~90 ms for stepping through them by log id; the
-/// rows of a pass in progress, a range of the key, are counted apart. Only
-/// an index holding several logs is counted per log.
+/// rows of a pass in progress (one generation: a prefix of the key) are
+/// counted apart. Only an index holding several logs is counted per log.
 pub async fn subject_index_state(
     db: &Database,
 ) -> Result<BTreeMap<String, IndexState>, AuditError> {
@@ -704,9 +704,9 @@ pub async fn subject_index_state(
     let mut rows: BTreeMap<String, u64> = rows.into_iter().map(|(l, n)| (l, count(n))).collect();
     let mut out: BTreeMap<String, IndexState> = marks
         .into_iter()
-        .map(|(log, to, above)| {
+        .map(|(log, to, in_pass)| {
             let all = rows.remove(&log).unwrap_or(0);
-            let in_progress = count(above);
+            let in_progress = count(in_pass);
             let state = IndexState {
                 watermark: Some(count(to)),
                 rows: all.saturating_sub(in_progress),
