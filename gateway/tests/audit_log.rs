@@ -568,6 +568,38 @@ async fn restart_resumes_the_chain() {
     on_each_backend!(restart_resumes);
 }
 
+/// On SQLite the writer commits on a connection of its own, whose page
+/// cache no other connection's commits make stale: it keeps writing with
+/// the shared pool closed, and closes its connection when it stops (the
+/// last connection to a WAL file folds the WAL back and removes it).
+#[tokio::test]
+async fn the_sqlite_writer_commits_on_a_connection_of_its_own() {
+    let t = TestDb::sqlite().await;
+    let w = writer(&t, "gw-a").await;
+    w.append(access(0, "education", None))
+        .await
+        .expect("append");
+    t.db.close().await;
+    let r = w
+        .append(access(1, "education", None))
+        .await
+        .expect("append with the shared pool closed")
+        .expect("receipt");
+    assert_eq!(r.seq, 1);
+    let cp = w.shutdown().await.expect("final checkpoint");
+    assert_eq!(cp.tree_size, 2);
+    let wal = format!("{}-wal", t.url);
+    assert!(
+        !std::path::Path::new(&wal).exists(),
+        "the writer's connection is still open: {wal} remains"
+    );
+    let db = Database::connect(&t.url, 2).await.expect("reopen");
+    let rep = verify(&db, VerifyOptions::default()).await.expect("verify");
+    assert!(rep.ok, "{:?}", rep.first_problem);
+    assert_eq!(rep.events, 2);
+    db.close().await;
+}
+
 async fn two_instances(t: &TestDb) {
     let a = writer(t, "gw-a").await;
     let b = writer(t, "gw-b").await;

@@ -225,6 +225,11 @@ impl AuditWriter {
         if !errs.is_empty() {
             return Err(AuditError::Config(errs.join("; ")));
         }
+        // Its own connection, whose page cache no other connection's
+        // commits invalidate (Database::dedicated_writer).
+        let own = db.dedicated_writer().await?;
+        let own_pool = own.is_some();
+        let db = own.unwrap_or(db);
         store::ensure_log(&db, &config.log_id, key.public_key_hex(), now_ms()).await?;
         let head = Head::resume(&db, &config.log_id).await?;
         // Catch the subject index up with whatever the last run left.
@@ -246,6 +251,7 @@ impl AuditWriter {
         let log_id = config.log_id.clone();
         let task = Task {
             db,
+            own_pool,
             config,
             key,
             head: Some(head),
@@ -362,7 +368,10 @@ struct Outage {
 }
 
 struct Task {
+    /// The writer's own connection on SQLite, closed when the task stops;
+    /// the shared pool on PostgreSQL.
     db: Database,
+    own_pool: bool,
     config: AuditConfig,
     key: SigningKey,
     /// `None` after a failed write: re-read from the store before the next.
@@ -514,7 +523,10 @@ impl Task {
                         if !rest.is_empty() {
                             self.write(rest).await;
                         }
-                        let _ = reply.send(self.final_checkpoint().await);
+                        let cp = self.final_checkpoint().await;
+                        // Stopped when the caller hears back.
+                        self.close_own_pool().await;
+                        let _ = reply.send(cp);
                         stop = true;
                     }
                     Msg::Append(..) => {}
@@ -524,7 +536,16 @@ impl Task {
                 break;
             }
         }
+        self.close_own_pool().await;
         let _ = self.health.send(AuditHealth::Stopped);
+    }
+
+    /// Closes the writer's own connection (SQLite); the shared pool is
+    /// left alone. Closing twice is harmless.
+    async fn close_own_pool(&self) {
+        if self.own_pool {
+            self.db.close().await;
+        }
     }
 
     async fn final_checkpoint(&mut self) -> Option<SignedCheckpoint> {
