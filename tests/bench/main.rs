@@ -52,6 +52,11 @@ enum Cmd {
         seconds: u64,
         #[arg(long)]
         handshake: bool,
+        /// Also report, per request, the CPU time of this process's threads
+        /// (the server's pid; by thread name) and the bytes it read, from
+        /// /proc, over the run.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Serve the bare mTLS echo (used by `run`).
     Echo {
@@ -81,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             conns,
             seconds,
             handshake,
+            pid,
         } => runtime.block_on(async move {
             let mut paths = Vec::new();
             for p in path {
@@ -97,6 +103,7 @@ fn main() -> anyhow::Result<()> {
             let tls = gateway_tests::client_tls_config(&pki, Some(&client));
             let t = load::Target::new(addr, tls, paths, vec![("x-purpose", purpose)]);
             let d = std::time::Duration::from_secs(seconds);
+            let before = pid.map(procs::Usage::of).transpose()?;
             let mut out = if handshake {
                 load::handshakes(&t, conns, d).await?
             } else {
@@ -112,6 +119,10 @@ fn main() -> anyhow::Result<()> {
                     .map(|e| format!(" (first: {e})"))
                     .unwrap_or_default(),
             );
+            if let (Some(pid), Some(before)) = (pid, before) {
+                let after = procs::Usage::of(pid)?;
+                println!("{}", after.per_request(&before, out.ok + out.errors));
+            }
             Ok(())
         }),
     }

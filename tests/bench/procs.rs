@@ -121,6 +121,67 @@ fn rss_anon(pid: u32) -> anyhow::Result<u64> {
         .context("no RssAnon in /proc status")
 }
 
+/// What a process has used so far, from `/proc`: CPU time of its threads
+/// summed by thread name (`schedstat`, nanoseconds), and the bytes it has
+/// read through system calls (`rchar`: files, sockets and pipes alike).
+/// Threads that end between two readings take their time with them.
+#[derive(Debug, Default)]
+pub struct Usage {
+    cpu_ns: std::collections::BTreeMap<String, u64>,
+    read_bytes: u64,
+}
+
+impl Usage {
+    /// Reads `pid`'s usage now.
+    pub fn of(pid: u32) -> anyhow::Result<Usage> {
+        let mut cpu_ns = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let dir = entry?.path();
+            // A thread may end between the listing and the reading.
+            let (Ok(name), Ok(stat)) = (
+                std::fs::read_to_string(dir.join("comm")),
+                std::fs::read_to_string(dir.join("schedstat")),
+            ) else {
+                continue;
+            };
+            let ns: u64 = stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .context("unreadable /proc schedstat")?;
+            *cpu_ns.entry(name.trim().to_owned()).or_default() += ns;
+        }
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+        let read_bytes = io
+            .lines()
+            .find_map(|l| l.strip_prefix("rchar:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("no rchar in /proc io")?;
+        Ok(Usage { cpu_ns, read_bytes })
+    }
+
+    /// Since `before`, per request of `requests`: CPU microseconds by
+    /// thread name (threads under 0.05 µs left out) and KB read, as one line.
+    pub fn per_request(&self, before: &Usage, requests: u64) -> String {
+        let n = requests.max(1) as f64;
+        let mut total = 0.0;
+        let mut threads = Vec::new();
+        for (name, ns) in &self.cpu_ns {
+            let us =
+                ns.saturating_sub(before.cpu_ns.get(name).copied().unwrap_or(0)) as f64 / 1e3 / n;
+            total += us;
+            if us >= 0.05 {
+                threads.push(format!("{name} {us:.1}"));
+            }
+        }
+        let kb = self.read_bytes.saturating_sub(before.read_bytes) as f64 / 1e3 / n;
+        format!(
+            "per request: CPU {total:.1} µs ({}), read {kb:.1} KB",
+            threads.join(", ")
+        )
+    }
+}
+
 /// A free loopback port.
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0")?;
