@@ -368,8 +368,8 @@ struct Outage {
 }
 
 struct Task {
-    /// The writer's own connection on SQLite, closed when the task stops;
-    /// the shared pool on PostgreSQL.
+    /// The writer's own connection on an SQLite file, closed when the task
+    /// stops; otherwise (PostgreSQL, in memory) the shared pool.
     db: Database,
     own_pool: bool,
     config: AuditConfig,

@@ -87,8 +87,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 static SQLITE_AUDIT_MIGRATIONS: sqlx::migrate::Migrator =
     sqlx::migrate!("./migrations/sqlite-audit");
 
-/// Connections of an SQLite audit pool: the writer's, plus auditors'
-/// queries and verification.
+/// Connections of an SQLite audit pool: auditors' queries, verification
+/// and proofs; the writer has a connection of its own
+/// ([`Database::dedicated_writer`]).
 const AUDIT_POOL_CONNECTIONS: u32 = 4;
 
 /// The file path of an SQLite database URL (`sqlite:PATH`, `sqlite://PATH`
