@@ -202,12 +202,14 @@ impl Database {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            // 16 KiB pages (for files created from now on). An audit event
-            // row (~1.6 KB) then fits in its b-tree cell: with 4 KiB pages
-            // anything over ~1 KB spills into an overflow page of its own
-            // (audit database 2.2x larger). Measured with `cargo bench -p
-            // gateway --bench audit`: verification 59k → ~90k events/s
-            // against 4 KiB pages, appends unchanged (8 KiB: in between).
+            // 16 KiB pages (for files created from now on). Chosen when
+            // audit events lived in a WITHOUT ROWID table, where at 4 KiB
+            // any row over ~1 KB spilled into an overflow page (audit file
+            // 2.2x larger, verification 59k → ~90k events/s at 16 KiB).
+            // The events table has rowids since (its ~1.2 KB rows fit a
+            // 4 KiB page too); measured again then, 4 KiB pages gave no
+            // faster appends or person queries and ~7 % slower verification
+            // (tests/bench/README.md), so 16 KiB stays.
             .page_size(16_384)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is on disk when it returns. The audit log's
