@@ -32,6 +32,7 @@
 //! HMAC>`, disclosed fields are names with the treatment applied. Events
 //! and errors are never logged with personal data.
 
+mod append_sqlite;
 pub mod archive;
 pub mod checkpoint;
 pub mod event;

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::AuditError;
+use super::append_sqlite::{AppendTarget, SqliteAppender};
 use super::checkpoint::{Checkpoint, SignedCheckpoint, SigningKey, valid_log_id};
 use super::event::{AuditEvent, EventKind, Outcome, now_ms, rfc3339_ms};
 use super::merkle::{CHUNK, CHUNK_HEIGHT, Frontier, Hash};
@@ -230,6 +231,17 @@ impl AuditWriter {
         let own = db.dedicated_writer().await?;
         let own_pool = own.is_some();
         let db = own.unwrap_or(db);
+        // Appends to an SQLite file bypass sqlx (see append_sqlite).
+        let appender = match &db {
+            Database::Sqlite(p) if own_pool => {
+                let mmap_size: i64 = sqlx::query_scalar("PRAGMA mmap_size").fetch_one(p).await?;
+                Some(SqliteAppender::start(AppendTarget {
+                    path: p.connect_options().get_filename().to_owned(),
+                    mmap_size,
+                })?)
+            }
+            _ => None,
+        };
         store::ensure_log(&db, &config.log_id, key.public_key_hex(), now_ms()).await?;
         let head = Head::resume(&db, &config.log_id).await?;
         // Catch the subject index up with whatever the last run left.
@@ -252,6 +264,7 @@ impl AuditWriter {
         let task = Task {
             db,
             own_pool,
+            appender,
             config,
             key,
             head: Some(head),
@@ -368,10 +381,13 @@ struct Outage {
 }
 
 struct Task {
-    /// The writer's own connection on an SQLite file, closed when the task
-    /// stops; otherwise (PostgreSQL, in memory) the shared pool.
+    /// The writer's own connection on an SQLite file (checkpoints,
+    /// subject-index passes, reads), closed when the task stops; otherwise
+    /// (PostgreSQL, in memory) the shared pool.
     db: Database,
     own_pool: bool,
+    /// Commits batches to an SQLite file; `None`: through `db`.
+    appender: Option<SqliteAppender>,
     config: AuditConfig,
     key: SigningKey,
     /// `None` after a failed write: re-read from the store before the next.
@@ -393,10 +409,12 @@ struct Task {
 
 type Waiter = oneshot::Sender<Result<Receipt, AuditError>>;
 
-/// A batch whose transaction runs in a task of its own while the writer
-/// gathers the next one.
+/// A batch whose transaction runs elsewhere (the SQLite file's commit
+/// thread, or a task of its own on PostgreSQL) while the writer gathers
+/// the next one.
 struct Inflight {
-    task: tokio::task::JoinHandle<Result<(), AuditError>>,
+    /// Answers once the commit has succeeded or failed.
+    task: oneshot::Receiver<Result<(), AuditError>>,
     /// The last event's id, to settle a commit whose outcome is unknown.
     last_event_id: String,
     waiters: Vec<Waiter>,
@@ -542,7 +560,10 @@ impl Task {
 
     /// Closes the writer's own connection (SQLite); the shared pool is
     /// left alone. Closing twice is harmless.
-    async fn close_own_pool(&self) {
+    async fn close_own_pool(&mut self) {
+        if let Some(a) = self.appender.as_mut() {
+            a.close().await;
+        }
         if self.own_pool {
             self.db.close().await;
         }
@@ -631,8 +652,17 @@ impl Task {
             .last()
             .map(|r| r.record.event_id.clone())
             .unwrap_or_default();
-        let db = self.db.clone();
-        let task = tokio::spawn(async move { store::append_batch(&db, &rows, &chunks).await });
+        let task = match self.appender.as_mut() {
+            Some(a) => a.append(rows, chunks),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                let db = self.db.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(store::append_batch(&db, &rows, &chunks).await);
+                });
+                rx
+            }
+        };
         Some(Inflight {
             task,
             last_event_id,
@@ -689,13 +719,13 @@ impl Task {
     async fn finish(
         &mut self,
         f: Inflight,
-        joined: Result<Result<(), AuditError>, tokio::task::JoinError>,
+        joined: Result<Result<(), AuditError>, oneshot::error::RecvError>,
     ) {
         let result = match joined {
             Ok(r) => r,
-            Err(e) => Err(AuditError::Io(std::io::Error::other(format!(
-                "the audit commit task failed: {e}"
-            )))),
+            Err(_) => Err(AuditError::Io(std::io::Error::other(
+                "the audit commit task failed",
+            ))),
         };
         if let Err(e) = result {
             // The commit may have happened even though we saw an error

@@ -32,7 +32,7 @@ pub enum StorageError {
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
     #[error("database error: {0}")]
-    SqliteRead(#[from] rusqlite::Error),
+    SqliteDirect(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the audit log needs a database file; {0:?} is in memory")]
