@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::{LazyLock, mpsc};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::AuditError;
@@ -175,7 +175,10 @@ fn commit(
         Some(c) => c,
         None => conn.insert(open(target)?),
     };
-    let tx = c.transaction()?;
+    // IMMEDIATE: the write lock is taken (or waited for) at BEGIN, before
+    // anything is read, so a writer elsewhere means a wait, never a
+    // stale snapshot.
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare_cached(&INSERT_EVENT)?;
         for e in rows {
