@@ -247,7 +247,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_batch_leaves_nothing_and_the_next_one_commits() {
+    async fn a_failed_batch_leaves_nothing_and_later_ones_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let target = AppendTarget {
             path: dir.path().join("a.db"),
@@ -296,6 +296,12 @@ mod tests {
             .await
             .expect("answered")
             .expect("committed on a fresh connection");
+        // With its thread gone (closed here), the next batch starts a new one.
+        a.close().await;
+        a.append(vec![row(2, "e2")], Vec::new())
+            .await
+            .expect("answered")
+            .expect("committed by a new thread");
         a.close().await;
         let seqs: Vec<i64> = c
             .prepare("SELECT seq FROM audit_events ORDER BY seq")
@@ -304,6 +310,6 @@ mod tests {
             .expect("query")
             .collect::<Result<_, _>>()
             .expect("rows");
-        assert_eq!(seqs, vec![0, 1]);
+        assert_eq!(seqs, vec![0, 1, 2]);
     }
 }
