@@ -19,20 +19,14 @@
 
 use std::path::PathBuf;
 use std::sync::{LazyLock, mpsc};
-use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::AuditError;
 use super::merkle::Hash;
 use super::store::{EVENT_COLUMNS, StoredEvent};
 use crate::storage::StorageError;
-
-/// How long a commit waits for another connection's write lock (a
-/// subject-index pass from a second process, an archive) before failing,
-/// as the sqlx pools' `busy_timeout`.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One event's row: the statement the connection prepares once.
 static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| {
@@ -61,7 +55,8 @@ pub(crate) struct SqliteAppender {
 }
 
 /// The file the appender writes, and how its connection maps it (as the
-/// sqlx pools' connections do).
+/// sqlx pools' connections do; the connection is
+/// [`crate::storage::sqlite_writer`]).
 #[derive(Clone, Debug)]
 pub(crate) struct AppendTarget {
     pub path: PathBuf,
@@ -148,22 +143,6 @@ fn spawn(
     Ok((tx, thread))
 }
 
-fn open(target: &AppendTarget) -> rusqlite::Result<Connection> {
-    let c = Connection::open_with_flags(
-        &target.path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    c.busy_timeout(BUSY_TIMEOUT)?;
-    // The durability promise: a commit is on disk when it returns.
-    c.pragma_update(None, "journal_mode", "WAL")?;
-    c.pragma_update(None, "synchronous", "FULL")?;
-    c.pragma_update(None, "foreign_keys", true)?;
-    c.pragma_update(None, "temp_store", "memory")?;
-    c.pragma_update(None, "cache_size", -65_536)?;
-    c.pragma_update(None, "mmap_size", target.mmap_size)?;
-    Ok(c)
-}
-
 /// Inserts the batch and its chunk roots in one transaction and commits.
 fn commit(
     conn: &mut Option<Connection>,
@@ -173,7 +152,10 @@ fn commit(
 ) -> rusqlite::Result<()> {
     let c = match conn {
         Some(c) => c,
-        None => conn.insert(open(target)?),
+        None => conn.insert(crate::storage::sqlite_writer(
+            &target.path,
+            target.mmap_size,
+        )?),
     };
     // IMMEDIATE: the write lock is taken (or waited for) at BEGIN, before
     // anything is read, so a writer elsewhere means a wait, never a
@@ -221,30 +203,6 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The durability promise rests on these settings of the appending
-    /// connection, not on the pools'.
-    #[test]
-    fn the_appending_connection_is_durable_and_mapped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let target = AppendTarget {
-            path: dir.path().join("a.db"),
-            mmap_size: 1 << 20,
-        };
-        Connection::open(&target.path).expect("create");
-        let c = open(&target).expect("open");
-        let get = |p: &str| {
-            c.query_row(&format!("PRAGMA {p}"), [], |r| {
-                r.get::<_, rusqlite::types::Value>(0)
-            })
-            .expect(p)
-        };
-        use rusqlite::types::Value;
-        assert_eq!(get("journal_mode"), Value::Text("wal".into()));
-        assert_eq!(get("synchronous"), Value::Integer(2), "FULL");
-        assert_eq!(get("foreign_keys"), Value::Integer(1));
-        assert_eq!(get("mmap_size"), Value::Integer(1 << 20));
-    }
 
     #[tokio::test]
     async fn a_failed_batch_leaves_nothing_and_later_ones_commit() {

@@ -92,6 +92,36 @@ static SQLITE_AUDIT_MIGRATIONS: sqlx::migrate::Migrator =
 /// ([`Database::dedicated_writer`]).
 const AUDIT_POOL_CONNECTIONS: u32 = 4;
 
+/// How long an SQLite connection waits for another's write lock before
+/// failing with "database is locked".
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// `PRAGMA temp_store` of every SQLite connection.
+const SQLITE_TEMP_STORE: &str = "memory";
+/// `PRAGMA cache_size` of every SQLite connection (negative: KiB, 64 MiB).
+const SQLITE_CACHE_SIZE: &str = "-65536";
+
+/// A connection through SQLite's C API (rusqlite) that writes the file at
+/// `path` as [`Database::connect_with`]'s pool connections do (WAL,
+/// `synchronous=FULL`, foreign keys, the same cache, lock wait and memory
+/// map), for a thread that commits without sqlx (the audit writer's commit
+/// thread). The file must exist; a test checks that both agree.
+pub(crate) fn sqlite_writer(path: &Path, mmap_size: i64) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::{Connection, OpenFlags};
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is on disk when it returns (see connect_with).
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", true)?;
+    c.pragma_update(None, "temp_store", SQLITE_TEMP_STORE)?;
+    c.pragma_update(None, "cache_size", SQLITE_CACHE_SIZE)?;
+    c.pragma_update(None, "mmap_size", mmap_size)?;
+    Ok(c)
+}
+
 /// The file path of an SQLite database URL (`sqlite:PATH`, `sqlite://PATH`
 /// or a plain path); `None` for PostgreSQL URLs.
 pub fn sqlite_path(url: &str) -> Option<&str> {
@@ -216,9 +246,9 @@ impl Database {
             // durability promise rests on this; group commit keeps it cheap.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536")
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .pragma("temp_store", SQLITE_TEMP_STORE)
+            .pragma("cache_size", SQLITE_CACHE_SIZE)
             // Reads through a memory map rather than read() into the page
             // cache: a 100k-ID match against a 1.2 GB database spent a
             // fifth of its time copying pages out of the kernel (2026-11-29:
@@ -380,5 +410,64 @@ impl Database {
             Database::Sqlite(p) => p.close().await,
             Database::Postgres(p) => p.close().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The audit writer's commit thread must write with the pool's
+    /// settings; durability (`synchronous`) above all.
+    #[tokio::test]
+    async fn the_rusqlite_writer_is_set_up_as_the_pool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let url = format!("sqlite:{}", path.display());
+        let Database::Sqlite(pool) = Database::connect_with(&url, 2, 1 << 20)
+            .await
+            .expect("connect")
+        else {
+            unreachable!("an SQLite URL");
+        };
+        let c = sqlite_writer(&path, 1 << 20).expect("open");
+        let rusqlite_text = |v: rusqlite::types::Value| match v {
+            rusqlite::types::Value::Integer(n) => n.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        };
+        for pragma in [
+            "journal_mode",
+            "synchronous",
+            "foreign_keys",
+            "temp_store",
+            "cache_size",
+            "mmap_size",
+            "busy_timeout",
+        ] {
+            let sql = format!("PRAGMA {pragma}");
+            let pooled = if pragma == "journal_mode" {
+                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.clone()))
+                    .fetch_one(&pool)
+                    .await
+            } else {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.clone()))
+                    .fetch_one(&pool)
+                    .await
+                    .map(|n| n.to_string())
+            }
+            .expect(pragma);
+            let direct = c
+                .query_row(&sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
+                .map(rusqlite_text)
+                .expect(pragma);
+            assert_eq!(direct, pooled, "PRAGMA {pragma}");
+        }
+        assert_eq!(
+            c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+                .expect("synchronous"),
+            2,
+            "FULL"
+        );
     }
 }
