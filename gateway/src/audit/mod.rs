@@ -40,6 +40,7 @@ pub mod merkle;
 pub mod proofs;
 pub mod query;
 pub mod record;
+mod scan_pg;
 mod scan_sqlite;
 pub mod store;
 pub mod verify;

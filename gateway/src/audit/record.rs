@@ -343,12 +343,6 @@ impl<'a> RecordRef<'a> {
         (buf, rooted)
     }
 
-    /// The leaf hash of this row given its stored one: see
-    /// [`RawColumns::encode_stored`].
-    pub(crate) fn leaf_for(&self, stored: Option<&Hash>, buf: &mut Vec<u8>) -> Hash {
-        self.raw().leaf_for(stored, buf)
-    }
-
     fn raw(&self) -> RawColumns<'a> {
         RawColumns {
             log_id: self.log_id.as_bytes(),
@@ -882,10 +876,16 @@ mod tests {
         assert_eq!(&listed[..4], b"GWA1");
         let old_leaf = leaf_hash(&listed);
         let mut buf = Vec::new();
-        assert_eq!(rec.as_ref().leaf_for(Some(&old_leaf), &mut buf), old_leaf);
+        assert_eq!(
+            rec.as_ref().raw().leaf_for(Some(&old_leaf), &mut buf),
+            old_leaf
+        );
         assert_eq!(rec.as_ref().encode_for(&old_leaf), (listed.clone(), false));
         let new_leaf = leaf_hash(&rec.as_ref().encode());
-        assert_eq!(rec.as_ref().leaf_for(Some(&new_leaf), &mut buf), new_leaf);
+        assert_eq!(
+            rec.as_ref().raw().leaf_for(Some(&new_leaf), &mut buf),
+            new_leaf
+        );
         assert!(rec.as_ref().encode_for(&new_leaf).1);
         // A row changed since matches neither.
         let changed = Record {
@@ -893,7 +893,10 @@ mod tests {
             ..rec.clone()
         };
         for stored in [old_leaf, new_leaf] {
-            assert_ne!(changed.as_ref().leaf_for(Some(&stored), &mut buf), stored);
+            assert_ne!(
+                changed.as_ref().raw().leaf_for(Some(&stored), &mut buf),
+                stored
+            );
         }
         // Decoding the listed form gives the subjects back.
         assert_eq!(Record::decode(&listed), Some((rec, None)));

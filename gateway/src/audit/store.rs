@@ -58,16 +58,12 @@ pub(crate) fn to_hash(b: &[u8]) -> Option<Hash> {
 }
 
 /// The [`Record`] in the first 13 columns of a row selected in
-/// [`EVENT_COLUMNS`] order; `record_from_row!(RecordRef, row)` borrows them
-/// instead.
+/// [`EVENT_COLUMNS`] order.
 macro_rules! record_from_row {
-    ($row:expr) => {
-        record_from_row!(Record, $row)
-    };
-    ($Rec:ident, $row:expr) => {{
+    ($row:expr) => {{
         let row = $row;
         let seq: i64 = row.try_get(1)?;
-        $Rec {
+        Record {
             log_id: row.try_get(0)?,
             seq: seq as u64,
             event_id: row.try_get(2)?,

@@ -31,15 +31,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use futures_util::TryStreamExt;
 use serde::Serialize;
-use sqlx::Row as _;
 
 use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
 use super::merkle::{CHUNK, CHUNK_HEIGHT, Frontier, Hash};
-use super::record::{GENESIS, RecordRef, chain_hash};
-use super::store::{self, EVENT_COLUMNS, record_from_row};
+use super::record::{GENESIS, chain_hash};
+use super::store;
 use crate::storage::Database;
 
 /// What to trust beyond the database itself.
@@ -193,7 +191,6 @@ pub(crate) struct Verifier {
     events: u64,
     subject_index: BTreeMap<String, store::IndexState>,
     chunk_roots: BTreeMap<String, Vec<(u64, Hash)>>,
-    buf: Vec<u8>,
 }
 
 impl Verifier {
@@ -230,7 +227,6 @@ impl Verifier {
             events: 0,
             subject_index,
             chunk_roots,
-            buf: Vec::with_capacity(4096),
         }
     }
 
@@ -455,28 +451,6 @@ impl Verifier {
         }
     }
 
-    /// Feeds one stored row.
-    pub(crate) fn row(&mut self, rec: &RecordRef<'_>, leaf: &[u8], prev: &[u8], hash: &[u8]) {
-        let key = RowKey {
-            log_id: rec.log_id,
-            seq: rec.seq,
-            event_id: rec.event_id,
-            subjects: count_subjects(rec.subjects.as_bytes()),
-        };
-        let stored = match (
-            store::to_hash(leaf),
-            store::to_hash(prev),
-            store::to_hash(hash),
-        ) {
-            (Some(l), Some(p), Some(h)) => Ok([l, p, h]),
-            _ => Err("a hash column is not 32 bytes".to_owned()),
-        };
-        let mut buf = std::mem::take(&mut self.buf);
-        let leaf = rec.leaf_for(stored.as_ref().ok().map(|[l, _, _]| l), &mut buf);
-        self.check(&key, stored, leaf);
-        self.buf = buf;
-    }
-
     /// Checks one stored row: `stored` is its `[leaf_hash, prev_hash,
     /// hash]` columns (or why they cannot be read), `real_leaf` the leaf
     /// hash recomputed from its other columns.
@@ -650,71 +624,6 @@ impl Verifier {
     }
 }
 
-macro_rules! feed {
-    ($v:expr, $r:expr) => {{
-        let r = &$r;
-        let rec = record_from_row!(RecordRef, r);
-        $v.row(&rec, r.try_get(13)?, r.try_get(14)?, r.try_get(15)?);
-    }};
-}
-
-/// Rows handed from the reader to the hashing thread at a time.
-const VERIFY_BATCH: usize = 512;
-
-/// Batches in flight between the reader and the hashing thread.
-const VERIFY_BATCHES_IN_FLIGHT: usize = 4;
-
-/// Reads every event of `pool` in `(log_id, seq)` order on the async side
-/// and feeds it, [`VERIFY_BATCH`] rows at a time, to `v` on a blocking
-/// thread: decoding and hashing (the CPU-heavy part) neither hold up the
-/// reader nor occupy an async worker of the serving runtime.
-macro_rules! verify_rows {
-    ($pool:expr, $row:ty, $v:expr, $sql:expr) => {{
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<$row>>(VERIFY_BATCHES_IN_FLIGHT);
-        let mut v = $v;
-        let hasher = tokio::task::spawn_blocking(move || -> Result<Verifier, AuditError> {
-            while let Some(batch) = rx.blocking_recv() {
-                for r in batch {
-                    feed!(v, r);
-                }
-            }
-            Ok(v)
-        });
-        let mut rows = sqlx::query(sqlx::AssertSqlSafe($sql)).fetch($pool);
-        let mut batch = Vec::with_capacity(VERIFY_BATCH);
-        let mut read: Result<(), AuditError> = Ok(());
-        loop {
-            match rows.try_next().await {
-                Ok(Some(r)) => {
-                    batch.push(r);
-                    if batch.len() == VERIFY_BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(VERIFY_BATCH));
-                        if tx.send(full).await.is_err() {
-                            // The hashing thread stopped on an error: it
-                            // reports it below.
-                            break;
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    read = Err(e.into());
-                    break;
-                }
-            }
-        }
-        if read.is_ok() && !batch.is_empty() {
-            let _ = tx.send(batch).await;
-        }
-        drop(tx);
-        let hashed = hasher
-            .await
-            .map_err(|_| AuditError::Io(std::io::Error::other("the verification thread failed")))?;
-        read?;
-        hashed?
-    }};
-}
-
 /// Recomputes every log in `db`; see the module documentation. Errors only
 /// when the database cannot be read; everything wrong with the data is in
 /// the report.
@@ -742,10 +651,7 @@ pub async fn verify(db: &Database, opts: VerifyOptions) -> Result<VerifyReport, 
                     AuditError::Io(std::io::Error::other("the verification thread failed"))
                 })??
         }
-        Database::Postgres(p) => {
-            let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY log_id, seq");
-            verify_rows!(p, sqlx::postgres::PgRow, v, sql)
-        }
+        Database::Postgres(p) => super::scan_pg::feed(p, v).await?,
     };
     Ok(v.finish(started))
 }
