@@ -24,8 +24,8 @@ use sqlx::postgres::PgPoolCopyExt;
 
 use super::AuditError;
 use super::record::RawColumns;
-use super::store::{EVENT_COLUMNS, to_hash};
-use super::verify::{RowKey, Verifier, count_subjects};
+use super::store::EVENT_COLUMNS;
+use super::verify::{RowKey, Verifier, count_subjects, stored_hashes};
 
 /// Bytes of `COPY` data handed to the hashing thread at a time.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -102,12 +102,6 @@ struct Parser {
     scratch: Vec<u8>,
 }
 
-/// Corrupt or unexpected `COPY` data: not a stream PostgreSQL would send
-/// for this query.
-fn malformed(what: &'static str) -> AuditError {
-    AuditError::Corrupt(what)
-}
-
 impl Parser {
     fn new(v: Verifier) -> Self {
         Parser {
@@ -139,7 +133,9 @@ impl Parser {
     /// The verifier, once the whole stream has been read.
     fn finish(self) -> Result<Verifier, AuditError> {
         if !self.trailer_read || !self.carry.is_empty() {
-            return Err(malformed("the audit events' COPY stream ended early"));
+            return Err(AuditError::Corrupt(
+                "the audit events' COPY stream ended early",
+            ));
         }
         Ok(self.v)
     }
@@ -153,7 +149,7 @@ impl Parser {
                 return Ok(0);
             };
             if &fixed[..SIGNATURE.len()] != SIGNATURE {
-                return Err(malformed(
+                return Err(AuditError::Corrupt(
                     "the audit events' COPY stream has no binary header",
                 ));
             }
@@ -168,7 +164,7 @@ impl Parser {
             let rest = &data[pos..];
             if self.trailer_read {
                 if !rest.is_empty() {
-                    return Err(malformed(
+                    return Err(AuditError::Corrupt(
                         "the audit events' COPY stream goes on after its end",
                     ));
                 }
@@ -185,7 +181,7 @@ impl Parser {
                 }
                 n if n as usize == COLUMNS => {}
                 _ => {
-                    return Err(malformed(
+                    return Err(AuditError::Corrupt(
                         "an audit row in COPY has the wrong number of columns",
                     ));
                 }
@@ -199,7 +195,9 @@ impl Parser {
                 let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
                 at += 4;
                 let Ok(len) = usize::try_from(len) else {
-                    return Err(malformed("an audit row in COPY has a NULL column"));
+                    return Err(AuditError::Corrupt(
+                        "an audit row in COPY has a NULL column",
+                    ));
                 };
                 let Some(value) = rest.get(at..at + len) else {
                     return Ok(pos);
@@ -235,10 +233,7 @@ impl Parser {
                 "an audit row's log_id or event_id is not UTF-8 text",
             ));
         };
-        let stored = match (to_hash(f[13]), to_hash(f[14]), to_hash(f[15])) {
-            (Some(l), Some(p), Some(h)) => Ok([l, p, h]),
-            _ => Err("a hash column is not 32 bytes".to_owned()),
-        };
+        let stored = stored_hashes([f[13], f[14], f[15]]);
         let leaf = cols.leaf_for(stored.as_ref().ok().map(|[l, _, _]| l), &mut self.scratch);
         let key = RowKey {
             log_id,
@@ -255,7 +250,7 @@ impl Parser {
 fn int(b: &[u8]) -> Result<i64, AuditError> {
     <[u8; 8]>::try_from(b)
         .map(i64::from_be_bytes)
-        .map_err(|_| malformed("an audit row's integer column in COPY is not 8 bytes"))
+        .map_err(|_| AuditError::Corrupt("an audit row's integer column in COPY is not 8 bytes"))
 }
 
 fn be_u32(b: &[u8]) -> u32 {

@@ -145,6 +145,15 @@ pub(crate) struct RowKey<'a> {
     pub subjects: u64,
 }
 
+/// A row's stored `[leaf_hash, prev_hash, hash]` columns as hashes, or why
+/// they cannot be used (reported as [`ProblemKind::Unreadable`] at the row).
+pub(crate) fn stored_hashes(cols: [&[u8]; 3]) -> Result<[Hash; 3], String> {
+    match cols.map(store::to_hash) {
+        [Some(l), Some(p), Some(h)] => Ok([l, p, h]),
+        _ => Err("a hash column is not 32 bytes".to_owned()),
+    }
+}
+
 /// Subjects in a `subjects` column (space-separated).
 pub(crate) fn count_subjects(col: &[u8]) -> u64 {
     col.split(|b| *b == b' ').filter(|s| !s.is_empty()).count() as u64
