@@ -8,7 +8,8 @@
 //! --db PATH` (append into, or only verify, the audit file of the SQLite database PATH;
 //! `--phase proof`: only time inclusion proofs on it). Each event looks like a person query's: a caller and
 //! certificate, two datasets, one data subject (keyed HMAC of a synthetic
-//! ID number), a dozen disclosed fields, two rule ids.
+//! ID number), a legal basis, a dozen disclosed fields as the gateway names
+//! them, two rule ids.
 //!
 //! Appends come from 64 concurrent tasks (or `--appenders N`) (as from 64 connections), each
 //! waiting for its event to be durable before sending the next, exactly as
@@ -59,19 +60,22 @@ fn person(i: u64) -> IdNumber {
     IdNumber::from_parts("441702", birth, (i % 1000) as u16).expect("synthetic id")
 }
 
+/// A person query's disclosed fields as the gateway records them
+/// (`dataset:path`, treatment): education reading the assistance roster
+/// and the monitoring list for student aid.
 const FIELDS: [(&str, &str); 12] = [
-    ("assistance-enrolment/category", "clear"),
-    ("assistance-enrolment/status", "clear"),
-    ("assistance-enrolment/valid_from", "clear"),
-    ("assistance-enrolment/valid_to", "clear"),
-    ("assistance-enrolment/region_code", "clear"),
-    ("assistance-enrolment/head/name", "mask"),
-    ("assistance-enrolment/head/id_number", "mask"),
-    ("assistance-enrolment/members/*/name", "mask"),
-    ("assistance-enrolment/members/*/relation", "clear"),
-    ("monitoring-object/subject_type", "clear"),
-    ("monitoring-object/risk_removed", "clear"),
-    ("monitoring-object/head/name", "mask"),
+    ("assistance-enrolment:enrolment_id", "clear"),
+    ("assistance-enrolment:category", "clear"),
+    ("assistance-enrolment:region_code", "clear"),
+    ("assistance-enrolment:head.name", "mask:name"),
+    ("assistance-enrolment:members[].id_number", "mask:id-number"),
+    ("assistance-enrolment:members[].name", "mask:name"),
+    ("assistance-enrolment:members[].relation", "clear"),
+    ("assistance-enrolment:valid_from", "clear"),
+    ("assistance-enrolment:valid_to", "clear"),
+    ("assistance-enrolment:status", "clear"),
+    ("monitoring-object:subject_type", "clear"),
+    ("monitoring-object:head.name", "mask:name"),
 ];
 
 fn event(keys: &SubjectKeys, i: u64) -> AuditEvent {
@@ -88,6 +92,7 @@ fn event(keys: &SubjectKeys, i: u64) -> AuditEvent {
         .dataset("monitoring-object")
         .purpose("student-aid")
         .subject(keys.subject(&person(i)))
+        .legal_basis("国办发〔2023〕39号; 学生资助资金管理办法 (家庭经济困难学生认定)")
         .records_disclosed(2);
     for (f, t) in FIELDS {
         b = b.field(f, t);
@@ -95,7 +100,7 @@ fn event(keys: &SubjectKeys, i: u64) -> AuditEvent {
     b.decision(
         Outcome::Allow,
         ["edu-enrolment-status", "edu-monitoring-flag"],
-        Some("sha256:5c1e0d7a9b3f".to_owned()),
+        Some("b440a7fb1f7159be".to_owned()),
     )
     .latency(std::time::Duration::from_micros(900 + i % 300))
     .build()
