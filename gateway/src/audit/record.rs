@@ -56,12 +56,17 @@
 //!   `status` (`None` ↔ 0) and `subjects` (space-separated);
 //! - leaves out keys that are `null`, empty lists and a zero
 //!   `records_disclosed`;
-//! - writes `fields` as `[field, treatment]` pairs instead of objects.
+//! - writes `fields` compactly, as one string: runs of fields of one
+//!   dataset as `dataset:path,path=treatment,…`, runs separated by a
+//!   space, the treatment `clear` left out (`assistance-enrolment:category,
+//!   head.name=mask:name monitoring-object:subject_type`); as
+//!   `[field, treatment]` pairs when a name or treatment holds a space, a
+//!   comma or `=`, and in bodies written before the compact form.
 //!
 //! [`RecordRef::event`] puts the event back together from columns and body.
 //! It reads bodies written before this form (the whole event, every key
 //! present) as well: a key present in the body wins over its column, and
-//! `fields` may be pairs or objects. Either way the hash covers the bytes
+//! `fields` may be compact, pairs or objects. Either way the hash covers the bytes
 //! as stored, so old and new events verify alike.
 //!
 //! Then, per event:
@@ -537,7 +542,10 @@ impl Serialize for StoredBody<'_> {
             m.serialize_entry("records_disclosed", &e.records_disclosed)?;
         }
         if !e.fields.is_empty() {
-            m.serialize_entry("fields", &Pairs(&e.fields))?;
+            match compact_fields(&e.fields) {
+                Some(c) => m.serialize_entry("fields", &c)?,
+                None => m.serialize_entry("fields", &Pairs(&e.fields))?,
+            }
         }
         if !e.rule_ids.is_empty() {
             m.serialize_entry("rule_ids", &e.rule_ids)?;
@@ -576,7 +584,7 @@ struct BodyKeys {
     authorisation_ref: Option<String>,
     subjects: Option<Vec<SubjectRef>>,
     records_disclosed: u64,
-    fields: Vec<FieldItem>,
+    fields: StoredFields,
     decision: Option<Outcome>,
     rule_ids: Vec<String>,
     policy_version: Option<String>,
@@ -593,6 +601,111 @@ struct BodyKeys {
 enum FieldItem {
     Pair(String, String),
     Object(FieldDisclosure),
+}
+
+/// The treatment a compact `fields` item without `=` has.
+const CLEAR: &str = "clear";
+
+/// Characters that delimit the compact `fields` form.
+fn delimits(c: char) -> bool {
+    matches!(c, ' ' | ',' | '=')
+}
+
+/// `fields` in the compact form, if every field allows it: runs of fields
+/// of one dataset as `dataset:path,path=treatment,…`, runs separated by a
+/// space, `clear` left out. A person query's dozen fields take ~200 bytes
+/// this way against ~550 as `[field, treatment]` pairs, and every event's
+/// bytes are hashed when written and again by every verification. Fields
+/// whose names or treatments hold a delimiter (never the gateway's own:
+/// `dataset:path`, paths like `members[].id_number`, treatments like
+/// `mask:name`) keep the pairs.
+fn compact_fields(fields: &[FieldDisclosure]) -> Option<String> {
+    let mut out = String::with_capacity(fields.len() * 24);
+    let mut dataset: Option<&str> = None;
+    for f in fields {
+        let (d, path) = f.field.split_once(':')?;
+        if d.is_empty() || path.is_empty() || f.treatment.is_empty() {
+            return None;
+        }
+        if f.field.contains(delimits) || f.treatment.contains(delimits) {
+            return None;
+        }
+        if dataset == Some(d) {
+            out.push(',');
+        } else {
+            if dataset.is_some() {
+                out.push(' ');
+            }
+            out.push_str(d);
+            out.push(':');
+            dataset = Some(d);
+        }
+        out.push_str(path);
+        if f.treatment != CLEAR {
+            out.push('=');
+            out.push_str(&f.treatment);
+        }
+    }
+    Some(out)
+}
+
+/// Reads the compact form back ([`compact_fields`]); `None` if it is not.
+fn parse_compact_fields(s: &str) -> Option<Vec<FieldDisclosure>> {
+    let mut out = Vec::new();
+    for run in s.split(' ') {
+        let (dataset, items) = run.split_once(':')?;
+        if dataset.is_empty() {
+            return None;
+        }
+        for item in items.split(',') {
+            let (path, treatment) = item.split_once('=').unwrap_or((item, CLEAR));
+            if path.is_empty() || treatment.is_empty() {
+                return None;
+            }
+            out.push(FieldDisclosure {
+                field: format!("{dataset}:{path}"),
+                treatment: treatment.to_owned(),
+            });
+        }
+    }
+    Some(out)
+}
+
+/// A stored `fields` value: the compact string ([`compact_fields`]), or a
+/// list of `[field, treatment]` pairs or (bodies written before the pair
+/// form) objects.
+#[derive(Default)]
+struct StoredFields(Vec<FieldDisclosure>);
+
+impl<'de> Deserialize<'de> for StoredFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StoredFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("disclosed fields, compact or listed")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<StoredFields, E> {
+                parse_compact_fields(s)
+                    .map(StoredFields)
+                    .ok_or_else(|| E::custom("fields: not the compact form"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StoredFields, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<FieldItem>()? {
+                    out.push(match item {
+                        FieldItem::Pair(field, treatment) => FieldDisclosure { field, treatment },
+                        FieldItem::Object(f) => f,
+                    });
+                }
+                Ok(StoredFields(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `None` for the empty string.
@@ -668,14 +781,7 @@ impl RecordRef<'_> {
                 }
             }),
             records_disclosed: b.records_disclosed,
-            fields: b
-                .fields
-                .into_iter()
-                .map(|f| match f {
-                    FieldItem::Pair(field, treatment) => FieldDisclosure { field, treatment },
-                    FieldItem::Object(f) => f,
-                })
-                .collect(),
+            fields: b.fields.0,
             decision,
             rule_ids: b.rule_ids,
             policy_version: b.policy_version,
@@ -983,6 +1089,78 @@ mod tests {
             },
         );
         assert_eq!(back.datasets, vec![String::new()]);
+    }
+
+    /// `full_event` with `fields` instead of its own.
+    fn with_fields(fields: &[(&str, &str)]) -> AuditEvent {
+        AuditEvent {
+            fields: fields
+                .iter()
+                .map(|(f, t)| FieldDisclosure {
+                    field: (*f).to_owned(),
+                    treatment: (*t).to_owned(),
+                })
+                .collect(),
+            ..full_event()
+        }
+    }
+
+    #[test]
+    fn disclosed_fields_are_stored_compactly_and_read_back_in_order() {
+        let ev = with_fields(&[
+            ("assistance-enrolment:category", "clear"),
+            ("assistance-enrolment:head.name", "mask:name"),
+            ("assistance-enrolment:members[].id_number", "mask:id-number"),
+            ("monitoring-object:subject_type", "clear"),
+            // A dataset seen before starts a run of its own: order is kept.
+            ("assistance-enrolment:status", "clear"),
+            ("a:b:c", "generalise:age-band"),
+        ]);
+        let rec = Record::from_event("gw-a", 3, &ev).expect("serialises");
+        assert!(
+            rec.body.contains(
+                r#""fields":"assistance-enrolment:category,head.name=mask:name,members[].id_number=mask:id-number monitoring-object:subject_type assistance-enrolment:status a:b:c=generalise:age-band""#
+            ),
+            "{}",
+            rec.body
+        );
+        assert_eq!(rec.as_ref().event().expect("decodes"), ev);
+
+        // Names or treatments the compact form cannot carry keep the pairs,
+        // and still come back exactly.
+        for odd in [
+            ("assistance-enrolment/category", "clear"),
+            ("a:b c", "clear"),
+            ("a:b,c", "clear"),
+            ("a:b=c", "clear"),
+            ("a:b", "mask name"),
+            ("a:b", "mask,name"),
+            ("a:b", "x=y"),
+            ("a:b", ""),
+            (":b", "clear"),
+            ("a:", "clear"),
+        ] {
+            let ev = with_fields(&[("assistance-enrolment:category", "clear"), odd]);
+            let rec = Record::from_event("gw-a", 3, &ev).expect("serialises");
+            assert!(rec.body.contains(r#""fields":[["#), "{odd:?}: {}", rec.body);
+            assert_eq!(rec.as_ref().event().expect("decodes"), ev, "{odd:?}");
+        }
+
+        // Bodies written with pairs (before the compact form) read as ever.
+        let mut old = Record::from_event("gw-a", 3, &ev).expect("serialises");
+        old.body = old.body.replace(
+            r#""fields":"assistance-enrolment:category,head.name=mask:name,members[].id_number=mask:id-number monitoring-object:subject_type assistance-enrolment:status a:b:c=generalise:age-band""#,
+            r#""fields":[["assistance-enrolment:category","clear"],["assistance-enrolment:head.name","mask:name"],["assistance-enrolment:members[].id_number","mask:id-number"],["monitoring-object:subject_type","clear"],["assistance-enrolment:status","clear"],["a:b:c","generalise:age-band"]]"#,
+        );
+        assert!(old.body.contains(r#""fields":[["#));
+        assert_eq!(old.as_ref().event().expect("decodes"), ev);
+
+        // A compact string that is not one is an error, not fields.
+        for bad in ["", "nodataset", "a:", "a:b,,c", "a:b=", ":b", "a:b  c:d"] {
+            let mut r = rec.clone();
+            r.body = format!(r#"{{"action":"x","fields":{}}}"#, serde_json::json!(bad));
+            assert!(r.as_ref().event().is_err(), "{bad:?}");
+        }
     }
 
     #[test]
