@@ -1204,6 +1204,27 @@ mod tests {
             ]
         }
 
+        /// A disclosed field's name: mostly `dataset:path` as the gateway
+        /// writes them (the compact form), sometimes with a delimiter of
+        /// that form in it, sometimes anything.
+        fn field_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-c]{1,2}:[a-z.:\\[\\]]{1,6}",
+                "[a-c]{0,2}:[a-z =,:]{0,4}",
+                text(),
+            ]
+        }
+
+        /// A treatment: `clear`, one with a colon, or with a delimiter.
+        fn treatment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("clear".to_owned()),
+                "mask:[a-z-]{1,6}",
+                "[a-z =,:]{0,4}",
+                text(),
+            ]
+        }
+
         fn kind() -> impl Strategy<Value = EventKind> {
             prop_oneof![
                 Just(EventKind::Access),
@@ -1264,7 +1285,7 @@ mod tests {
                 authorisation_ref in option::of(text()),
                 subjects in vec(text(), 0..4),
                 records_disclosed in prop_oneof![Just(0u64), any::<u64>()],
-                fields in vec((text(), text()), 0..5),
+                fields in vec((field_name(), treatment()), 0..6),
                 decision in outcome(),
                 rule_ids in vec(text(), 0..3),
                 policy_version in option::of(text()),
