@@ -146,7 +146,7 @@ async fn tamper_update(t: &TestDb) {
 async fn tamper_update_body(t: &TestDb) {
     let p = tampered(
         t,
-        "UPDATE audit_events SET body = replace(body, 'mask:first6-last4', 'clear') WHERE seq = 33",
+        "UPDATE audit_events SET body = replace(body, 'trace-33', 'trace-34') WHERE seq = 33",
     )
     .await;
     assert_eq!(
@@ -155,6 +155,43 @@ async fn tamper_update_body(t: &TestDb) {
         "{}",
         t.name
     );
+}
+
+/// The disclosed fields live in the context the events name: rewriting
+/// them there is named at the first event naming that context.
+async fn tamper_context(t: &TestDb) {
+    let p = tampered(
+        t,
+        "UPDATE audit_contexts SET body = replace(body, 'mask:first6-last4', 'clear')",
+    )
+    .await;
+    assert_eq!(
+        (p.seq, p.kind),
+        (Some(0), ProblemKind::Context),
+        "{}: {p:?}",
+        t.name
+    );
+    assert!(p.detail.contains("modified"), "{}", p.detail);
+}
+
+async fn tamper_context_delete(t: &TestDb) {
+    // Denials have a context of their own (their rule differs): named at
+    // the first denial.
+    let p = tampered(
+        t,
+        "DELETE FROM audit_contexts WHERE body LIKE '%deny-default%'",
+    )
+    .await;
+    let sql = "SELECT MIN(seq) FROM audit_events WHERE decision = 'deny'";
+    let first_denial: i64 =
+        on_pool!(&t.db, |p| sqlx::query_scalar(sql).fetch_one(p).await).expect("first denial");
+    assert_eq!(
+        (p.seq, p.kind),
+        (Some(first_denial as u64), ProblemKind::Context),
+        "{}: {p:?}",
+        t.name
+    );
+    assert!(p.detail.contains("not stored"), "{}", p.detail);
 }
 
 async fn tamper_delete(t: &TestDb) {
@@ -229,6 +266,7 @@ async fn tamper_subject_index(t: &TestDb) {
 async fn tampering_by_update_is_named() {
     on_each_backend!(tamper_update);
     on_each_backend!(tamper_update_body);
+    on_each_backend!(tamper_context);
 }
 
 /// SQLite stores any type in any column: a text column rewritten as a blob
@@ -268,6 +306,7 @@ async fn sqlite_columns_of_the_wrong_type_are_named() {
 
 #[tokio::test]
 async fn tampering_by_delete_is_named() {
+    on_each_backend!(tamper_context_delete);
     on_each_backend!(tamper_delete);
     on_each_backend!(tamper_delete_tail);
 }
@@ -348,8 +387,29 @@ async fn proofs_verify(t: &TestDb) {
     let ev = seq_event_id(t, "gw-a", 12).await;
     let p = proofs::inclusion_proof(&t.db, &ev).await.expect("proof");
     assert_eq!(p.checkpoint, second);
-    p.verify(&[w.public_key_hex().to_owned()])
+    let proven = p
+        .verify(&[w.public_key_hex().to_owned()])
         .expect("proof verifies");
+    // The event names its context; the proof carries it, and the event
+    // reads back whole from the two.
+    let context = p.context.clone().expect("the proof carries the context");
+    assert!(context.contains("mask:first6-last4"), "{context}");
+    let ev12 = proven
+        .record
+        .as_ref()
+        .event(proven.context.as_deref())
+        .expect("the proven event reads");
+    assert_eq!(
+        ev12.legal_basis.as_deref(),
+        Some("社会救助暂行办法 第二十八条")
+    );
+    assert_eq!(ev12.fields.len(), 2);
+    let mut bad = p.clone();
+    bad.context = Some(context.replace("mask:first6-last4", "clear"));
+    assert!(bad.verify(&[]).is_err(), "an altered context must fail");
+    let mut bad = p.clone();
+    bad.context = None;
+    assert!(bad.verify(&[]).is_err(), "a missing context must fail");
     assert!(p.proof.verify(&second.root));
     assert!(!p.proof.verify(&first.root), "wrong root must fail");
     let mut bad = p.clone();
@@ -764,6 +824,7 @@ async fn no_clear_id_numbers(t: &TestDb) {
                     "audit_event_subjects",
                     "audit_checkpoints",
                     "audit_logs",
+                    "audit_contexts",
                 ] {
                     let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                         "SELECT COUNT(*) FROM {table} t WHERE t::text LIKE $1"
@@ -838,6 +899,23 @@ async fn archive_round_trip(t: &TestDb) {
             .contains("truncated")
     );
     assert!(archive::verify_segment(whole.as_slice(), &["22".repeat(32)]).is_err());
+    // The contexts the events name come once each (allowed and denied
+    // reads), before the first event naming them, and are checked.
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let at: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i].contains("\"type\":\"context\""))
+        .collect();
+    assert_eq!(at.len(), 2, "{text}");
+    let mut altered = lines.clone();
+    altered[at[0]] = altered[at[0]].replace("mask:first6-last4", "clear");
+    let err = archive::verify_segment(altered.join("\n").as_bytes(), &key)
+        .expect_err("altered context detected");
+    assert!(err.contains("was modified"), "{err}");
+    let mut dropped = lines.clone();
+    dropped.remove(at[1]);
+    let err = archive::verify_segment(dropped.join("\n").as_bytes(), &key)
+        .expect_err("missing context detected");
+    assert!(err.contains("which no line before it holds"), "{err}");
 }
 
 #[tokio::test]
@@ -1754,7 +1832,7 @@ async fn many_subjects(t: &TestDb) {
         leaf_hash: leaf,
         prev_hash: prev,
     };
-    store::append_batch(&t.db, std::slice::from_ref(&old), &[])
+    store::append_batch(&t.db, std::slice::from_ref(&old), &[], &[])
         .await
         .expect("insert");
 
@@ -1819,18 +1897,27 @@ async fn many_subjects(t: &TestDb) {
     let has_subjects = |l: &str| {
         serde_json::from_str::<serde_json::Value>(l).expect("json")["subjects"].is_string()
     };
+    let is_event = |l: &&&str| l.contains("\"type\":\"event\"");
     assert_eq!(
-        lines.iter().map(|l| has_subjects(l)).collect::<Vec<_>>(),
-        [false, false, true, false, true, false]
+        lines
+            .iter()
+            .filter(is_event)
+            .map(|l| has_subjects(l))
+            .collect::<Vec<_>>(),
+        [false, true, false, true]
     );
     let other = format!("v2:{:064x}", 0);
-    let changed = lines[2].replacen(&other, &format!("v2:{:064x}", 999), 1);
-    let file = [&lines[..2], &[changed.as_str()], &lines[3..]]
+    let at = lines
+        .iter()
+        .position(|l| has_subjects(l))
+        .expect("a rooted event's line");
+    let changed = lines[at].replacen(&other, &format!("v2:{:064x}", 999), 1);
+    let file = [&lines[..at], &[changed.as_str()], &lines[at + 1..]]
         .concat()
         .join("\n");
     let err = archive::verify_segment(file.as_bytes(), &key).expect_err("detected");
     assert!(
-        err.starts_with("line 3:") && err.contains("subjects"),
+        err.starts_with(&format!("line {}:", at + 1)) && err.contains("subjects"),
         "{err}"
     );
 

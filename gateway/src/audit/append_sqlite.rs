@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 
 use super::AuditError;
 use super::merkle::Hash;
+use super::record::StoredContextRow;
 use super::store::{EVENT_COLUMNS, StoredEvent};
 use crate::storage::StorageError;
 
@@ -41,6 +42,7 @@ type Reply = oneshot::Sender<Result<(), AuditError>>;
 struct Job {
     rows: Vec<StoredEvent>,
     chunks: Vec<(u64, Hash)>,
+    contexts: Vec<StoredContextRow>,
     reply: Reply,
 }
 
@@ -83,11 +85,13 @@ impl SqliteAppender {
         &mut self,
         rows: Vec<StoredEvent>,
         chunks: Vec<(u64, Hash)>,
+        contexts: Vec<StoredContextRow>,
     ) -> oneshot::Receiver<Result<(), AuditError>> {
         let (reply, rx) = oneshot::channel();
         let mut job = Job {
             rows,
             chunks,
+            contexts,
             reply,
         };
         if let Some(jobs) = &self.jobs {
@@ -130,7 +134,7 @@ fn spawn(
         .spawn(move || {
             let mut conn: Option<Connection> = None;
             while let Ok(job) = rx.recv() {
-                let result = commit(&mut conn, &target, &job.rows, &job.chunks);
+                let result = commit(&mut conn, &target, &job);
                 if result.is_err() {
                     // Rolled back when dropped; reopened for the next batch.
                     conn = None;
@@ -143,13 +147,10 @@ fn spawn(
     Ok((tx, thread))
 }
 
-/// Inserts the batch and its chunk roots in one transaction and commits.
-fn commit(
-    conn: &mut Option<Connection>,
-    target: &AppendTarget,
-    rows: &[StoredEvent],
-    chunks: &[(u64, Hash)],
-) -> rusqlite::Result<()> {
+/// Inserts the batch, the contexts it names first and its chunk roots in
+/// one transaction and commits.
+fn commit(conn: &mut Option<Connection>, target: &AppendTarget, job: &Job) -> rusqlite::Result<()> {
+    let (rows, chunks) = (&job.rows, &job.chunks);
     let c = match conn {
         Some(c) => c,
         None => conn.insert(crate::storage::sqlite_writer(
@@ -161,6 +162,15 @@ fn commit(
     // anything is read, so a writer elsewhere means a wait, never a
     // stale snapshot.
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !job.contexts.is_empty() {
+        // Content-addressed: one already there is the same context.
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO audit_contexts (id, body) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?;
+        for c in &job.contexts {
+            insert.execute(params![c.id, c.body])?;
+        }
+    }
     {
         let mut insert = tx.prepare_cached(&INSERT_EVENT)?;
         for e in rows {
@@ -240,23 +250,23 @@ mod tests {
             hash: [3; 32],
         };
         let mut a = SqliteAppender::start(target).expect("start");
-        a.append(vec![row(0, "e0")], Vec::new())
+        a.append(vec![row(0, "e0")], Vec::new(), Vec::new())
             .await
             .expect("answered")
             .expect("committed");
         // The second row repeats an event id: the whole batch rolls back.
         let failed = a
-            .append(vec![row(1, "e1"), row(2, "e0")], Vec::new())
+            .append(vec![row(1, "e1"), row(2, "e0")], Vec::new(), Vec::new())
             .await
             .expect("answered");
         assert!(matches!(failed, Err(AuditError::Storage(_))), "{failed:?}");
-        a.append(vec![row(1, "e1")], Vec::new())
+        a.append(vec![row(1, "e1")], Vec::new(), Vec::new())
             .await
             .expect("answered")
             .expect("committed on a fresh connection");
         // With its thread gone (closed here), the next batch starts a new one.
         a.close().await;
-        a.append(vec![row(2, "e2")], Vec::new())
+        a.append(vec![row(2, "e2")], Vec::new(), Vec::new())
             .await
             .expect("answered")
             .expect("committed by a new thread");

@@ -5,8 +5,9 @@
 //! kept. Old segments can be copied out to cheaper storage as NDJSON files:
 //!
 //! ```text
-//! {"type":"segment","format":"gateway-audit-segment/v1","log_id":…,"start":S,"end":E,
+//! {"type":"segment","format":"gateway-audit-segment/v3","log_id":…,"start":S,"end":E,
 //!  "frontier":"<hex: Merkle right edge over events 0..S>","prev_hash":"<hash of event S-1>"}
+//! {"type":"context","id":"<hex>","body":"{…}"}
 //! {"type":"event","seq":S,"event_bytes":"<base64>","prev_hash":…,"hash":…}
 //! {"type":"event","seq":S+1,"event_bytes":"<base64>","subjects":"v1:… v1:…",…}
 //! …
@@ -22,10 +23,15 @@
 //!
 //! An event whose bytes commit to its subjects by a root (`GWA2`, a batch
 //! match; see `audit::record`) carries its `subjects` column beside them,
-//! checked against that root, so the archive keeps whom it named. Files of
-//! the first format (`gateway-audit-segment/v1`, before `GWA2` existed)
-//! verify as before.
+//! checked against that root, so the archive keeps whom it named.
+//!
+//! An event whose body names a context (the keys a client's events share,
+//! stored once; see `audit::record`) is preceded, the first time the file
+//! needs it, by a `context` line with that context's bytes, checked against
+//! its id. Files of the earlier formats (`gateway-audit-segment/v1`, before
+//! `GWA2` existed; `v2`, before contexts) verify as before.
 
+use std::collections::HashSet;
 use std::io::{BufRead, Write};
 
 use base64::Engine;
@@ -34,16 +40,20 @@ use serde::{Deserialize, Serialize};
 use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
 use super::merkle::{Frontier, Hash, hex32, leaf_hash};
-use super::record::{GENESIS, Record, SubjectsRoot, chain_hash};
+use super::record::{GENESIS, Record, SubjectsRoot, chain_hash, context_id};
 use super::store;
 use crate::storage::Database;
 
 /// The format tag of segment files.
-pub const SEGMENT_FORMAT: &str = "gateway-audit-segment/v2";
+pub const SEGMENT_FORMAT: &str = "gateway-audit-segment/v3";
 
-/// Earlier format tags still read: v1 differs only in having no `GWA2`
-/// events, so no `subjects` key.
-const SEGMENT_FORMATS_READ: [&str; 2] = [SEGMENT_FORMAT, "gateway-audit-segment/v1"];
+/// Earlier format tags still read: v2 differs only in having no `context`
+/// lines, v1 also in having no `GWA2` events, so no `subjects` key.
+const SEGMENT_FORMATS_READ: [&str; 3] = [
+    SEGMENT_FORMAT,
+    "gateway-audit-segment/v2",
+    "gateway-audit-segment/v1",
+];
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -71,6 +81,11 @@ enum Line {
     },
     Checkpoint {
         checkpoint: SignedCheckpoint,
+    },
+    /// A context the events after it may name.
+    Context {
+        id: String,
+        body: String,
     },
 }
 
@@ -138,6 +153,7 @@ pub async fn archive_segment<W: Write>(
         prev_hash,
     })?;
     let b64 = base64::engine::general_purpose::STANDARD;
+    let mut contexts_written: HashSet<String> = HashSet::new();
     let mut last = prev_hash;
     let mut at = start;
     while at < end {
@@ -146,7 +162,27 @@ pub async fn archive_segment<W: Write>(
         if chunk.len() as u64 != to - at {
             return Err(AuditError::Corrupt("the log has a gap; run verify"));
         }
-        for e in chunk {
+        let mut needed: Vec<&str> = chunk
+            .iter()
+            .filter_map(|e| e.record.as_ref().context_id())
+            .filter(|id| !contexts_written.contains(*id))
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let found = store::contexts(db, Some(&needed)).await?;
+        for e in &chunk {
+            if let Some(id) = e.record.as_ref().context_id()
+                && !contexts_written.contains(id)
+            {
+                let body = found.get(id).ok_or(AuditError::Corrupt(
+                    "an event's context is not stored; run verify",
+                ))?;
+                write(&Line::Context {
+                    id: id.to_owned(),
+                    body: body.clone(),
+                })?;
+                contexts_written.insert(id.to_owned());
+            }
             let (bytes, rooted) = e.record.as_ref().encode_for(&e.leaf_hash);
             write(&Line::Event {
                 seq: e.record.seq,
@@ -183,6 +219,7 @@ pub fn verify_segment<R: BufRead>(
     let mut prev = GENESIS;
     let mut next_seq = 0u64;
     let mut done: Option<SegmentSummary> = None;
+    let mut contexts: HashSet<String> = HashSet::new();
     for (i, line) in input.lines().enumerate() {
         let n = i + 1;
         let line = line.map_err(|e| format!("line {n}: cannot read: {e}"))?;
@@ -241,6 +278,13 @@ pub fn verify_segment<R: BufRead>(
                     .map_err(|_| format!("line {n}: event_bytes is not base64"))?;
                 let (rec, root) = Record::decode(&bytes)
                     .ok_or_else(|| format!("line {n}: not an encoded event"))?;
+                if let Some(id) = rec.as_ref().context_id()
+                    && !contexts.contains(id)
+                {
+                    return Err(format!(
+                        "line {n}: event {seq} names context {id}, which no line before it holds"
+                    ));
+                }
                 match (root, subjects) {
                     (None, None) => {}
                     (Some(root), Some(s)) if SubjectsRoot::of_column(s.as_bytes()) == root => {}
@@ -315,6 +359,14 @@ pub fn verify_segment<R: BufRead>(
                     root: hex::encode(checkpoint.root),
                     last_hash: hex::encode(prev),
                 });
+            }
+            (Line::Context { id, body }, Some(_)) => {
+                if context_id(&body) != id {
+                    return Err(format!(
+                        "line {n}: context {id} was modified: its bytes do not hash to its id"
+                    ));
+                }
+                contexts.insert(id);
             }
             (_, None) => {
                 return Err(format!(

@@ -8,7 +8,7 @@
 //! (`GWA2`, see `audit::record`): its bytes stay small, and a proof that it
 //! named one person adds that subject's path to the root ([`SubjectProof`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use adapters::domain::IdNumber;
 use base64::Engine;
@@ -19,7 +19,7 @@ use super::checkpoint::{CheckpointExport, EXPORT_FORMAT, SignedCheckpoint};
 use super::event::{FieldDisclosure, SubjectKeys, SubjectRef, rfc3339_ms};
 use super::merkle::{CHUNK, ChunkedTree, ConsistencyProof, InclusionProof, leaf_hash};
 use super::query::{Filter, MAX_LIMIT, query};
-use super::record::{Record, SubjectProof, SubjectsRoot};
+use super::record::{Record, SubjectProof, SubjectsRoot, context_id};
 use super::store;
 use crate::storage::Database;
 
@@ -43,6 +43,10 @@ pub struct EventProof {
     /// one of them (the per-person report's subject).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<SubjectProof>,
+    /// For an event whose body names a context (see `audit::record`): the
+    /// context's stored bytes, which hash to the id the event bytes hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 /// What a verified [`EventProof`] establishes.
@@ -55,6 +59,9 @@ pub struct Proven {
     pub subjects_root: Option<SubjectsRoot>,
     /// The subject the proof's [`SubjectProof`] shows such an event names.
     pub proven_subject: Option<String>,
+    /// The context the event names, checked against its id; read the
+    /// event with `record.as_ref().event(context.as_deref())`.
+    pub context: Option<String>,
 }
 
 impl EventProof {
@@ -87,6 +94,15 @@ impl EventProof {
         if !self.proof.verify(&self.checkpoint.root) {
             return Err("the inclusion proof does not lead to the checkpoint's root".into());
         }
+        match (rec.as_ref().context_id(), &self.context) {
+            (None, None) => {}
+            (Some(id), Some(c)) if context_id(c) == id => {}
+            (Some(_), Some(_)) => {
+                return Err("the context does not hash to the id the event names".into());
+            }
+            (Some(_), None) => return Err("the event names a context the proof lacks".into()),
+            (None, Some(_)) => return Err("a context for an event that names none".into()),
+        }
         let proven_subject = match (&self.subject, &subjects_root) {
             (None, _) => None,
             (Some(sp), Some(root)) if sp.verify(root) => Some(sp.subject.clone()),
@@ -101,6 +117,7 @@ impl EventProof {
             record: rec,
             subjects_root,
             proven_subject,
+            context: self.context.clone(),
         })
     }
 }
@@ -190,9 +207,15 @@ impl LogProver {
         Ok(())
     }
 
-    /// The proof of `e`; for an event committing to its subjects by a
-    /// root, with the path of the first of `person` it names.
-    fn prove(&self, e: &store::StoredEvent, person: &[SubjectRef]) -> Option<EventProof> {
+    /// The proof of `e`, carrying `context` (the context its body names);
+    /// for an event committing to its subjects by a root, with the path of
+    /// the first of `person` it names.
+    fn prove(
+        &self,
+        e: &store::StoredEvent,
+        person: &[SubjectRef],
+        context: Option<String>,
+    ) -> Option<EventProof> {
         let path = self
             .tree
             .inclusion_proof(e.record.seq, self.checkpoint.tree_size)
@@ -208,6 +231,7 @@ impl LogProver {
         Some(EventProof {
             event_id: e.record.event_id.clone(),
             subject,
+            context,
             event_bytes: b64().encode(bytes),
             proof: InclusionProof {
                 log_id: e.record.log_id.clone(),
@@ -231,9 +255,27 @@ pub async fn inclusion_proof(db: &Database, event_id: &str) -> Result<EventProof
         .await?
         .ok_or_else(|| AuditError::NotYetCheckpointed(event_id.to_owned()))?;
     prover.prepare(db, e.record.seq).await?;
+    let context = context_of(db, &e.record, &mut HashMap::new()).await?;
     prover
-        .prove(&e, &[])
+        .prove(&e, &[], context)
         .ok_or_else(|| AuditError::NotYetCheckpointed(event_id.to_owned()))
+}
+
+/// The stored context `record` names, if it names one, through `cache`.
+async fn context_of(
+    db: &Database,
+    record: &Record,
+    cache: &mut HashMap<String, String>,
+) -> Result<Option<String>, AuditError> {
+    let Some(id) = record.as_ref().context_id() else {
+        return Ok(None);
+    };
+    if !cache.contains_key(id) {
+        cache.extend(store::contexts(db, Some(&[id])).await?);
+    }
+    cache.get(id).cloned().map(Some).ok_or(AuditError::Corrupt(
+        "an event's context is not stored; run verify",
+    ))
 }
 
 /// A consistency proof between two checkpoints of a log, with both.
@@ -379,7 +421,7 @@ impl SubjectReport {
             let ev = proven
                 .record
                 .as_ref()
-                .event()
+                .event(proven.context.as_deref())
                 .map_err(|e| format!("access {i}: the proven event does not decode: {e}"))?;
             let names_person = match &proven.subjects_root {
                 None => ev.subjects.iter().any(|s| self.subjects.contains(s)),
@@ -427,6 +469,7 @@ pub async fn subject_report(
         ..Filter::default()
     };
     let mut provers: BTreeMap<String, Option<LogProver>> = BTreeMap::new();
+    let mut contexts = HashMap::new();
     let mut accesses = Vec::new();
     let mut not_yet = 0;
     let mut cursor = None;
@@ -443,7 +486,8 @@ pub async fn subject_report(
                         .await?
                         .ok_or(AuditError::Corrupt("an event vanished during the report"))?;
                     p.prepare(db, le.seq).await?;
-                    p.prove(&stored, &subjects)
+                    let context = context_of(db, &stored.record, &mut contexts).await?;
+                    p.prove(&stored, &subjects, context)
                 }
                 _ => None,
             };

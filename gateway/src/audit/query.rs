@@ -17,7 +17,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::AuditError;
 use super::event::{AuditEvent, EventKind, Outcome, SubjectKeys, SubjectRef};
 use super::record::Record;
-use super::store::{record_columns_of, record_from_row};
+use super::store::{self, record_columns_of, record_from_row};
 use crate::storage::{Backend, Database};
 
 /// Most events per page.
@@ -437,9 +437,30 @@ async fn page_rows(
     Ok(out)
 }
 
-/// The event a row stores; [`AuditError::Corrupt`] if it does not decode.
-fn event_of(r: &Record) -> Result<AuditEvent, AuditError> {
-    r.as_ref().event().map_err(AuditError::Corrupt)
+/// The event a row stores, with `contexts` holding the context it names
+/// ([`contexts_of`]); [`AuditError::Corrupt`] if it does not decode.
+fn event_of(r: &Record, contexts: &HashMap<String, String>) -> Result<AuditEvent, AuditError> {
+    let context = r
+        .as_ref()
+        .context_id()
+        .and_then(|id| contexts.get(id))
+        .map(String::as_str);
+    r.as_ref().event(context).map_err(AuditError::Corrupt)
+}
+
+/// The stored contexts `rows` name (one query per page; a page of one
+/// client's events names a handful).
+async fn contexts_of(
+    db: &Database,
+    rows: &[Record],
+) -> Result<HashMap<String, String>, AuditError> {
+    let mut ids: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.as_ref().context_id())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    store::contexts(db, Some(&ids)).await
 }
 
 /// One page of events matching `f` after `cursor`.
@@ -453,9 +474,10 @@ pub async fn query(
     let rows = page_rows(db, f, cursor, limit).await?;
     let next_cursor =
         (rows.len() as u32 == limit).then(|| rows.last().map(|r| Cursor::after(r).encode()));
+    let contexts = contexts_of(db, &rows).await?;
     let mut events = Vec::with_capacity(rows.len());
     for r in rows {
-        let event = event_of(&r)?;
+        let event = event_of(&r, &contexts)?;
         events.push(LoggedEvent {
             log_id: r.log_id,
             seq: r.seq,
@@ -579,7 +601,12 @@ fn csv_row(log_id: &str, seq: u64, e: &AuditEvent) -> Vec<String> {
 }
 
 /// Renders one page in `format`; the CSV header goes with the first page.
-fn render(format: ExportFormat, first: bool, rows: &[Record]) -> Result<Bytes, AuditError> {
+fn render(
+    format: ExportFormat,
+    first: bool,
+    rows: &[Record],
+    contexts: &HashMap<String, String>,
+) -> Result<Bytes, AuditError> {
     let mut out = Vec::with_capacity(rows.len() * 1_500);
     match format {
         ExportFormat::Ndjson => {
@@ -587,7 +614,7 @@ fn render(format: ExportFormat, first: bool, rows: &[Record]) -> Result<Bytes, A
                 let line = LoggedEvent {
                     log_id: r.log_id.clone(),
                     seq: r.seq,
-                    event: event_of(r)?,
+                    event: event_of(r, contexts)?,
                 };
                 serde_json::to_writer(&mut out, &line)?;
                 out.push(b'\n');
@@ -599,7 +626,7 @@ fn render(format: ExportFormat, first: bool, rows: &[Record]) -> Result<Bytes, A
                 w.write_record(CSV_HEADER)?;
             }
             for r in rows {
-                w.write_record(csv_row(&r.log_id, r.seq, &event_of(r)?))?;
+                w.write_record(csv_row(&r.log_id, r.seq, &event_of(r, contexts)?))?;
             }
             w.flush()?;
         }
@@ -640,7 +667,8 @@ pub fn export_stream(db: Database, f: Filter, format: ExportFormat) -> ExportStr
             }
             st.done = (rows.len() as u32) < MAX_LIMIT;
             st.cursor = rows.last().map(Cursor::after);
-            let chunk = render(format, st.first, &rows)?;
+            let contexts = contexts_of(&st.db, &rows).await?;
+            let chunk = render(format, st.first, &rows, &contexts)?;
             st.first = false;
             Ok(Some((chunk, st)))
         },
@@ -789,8 +817,9 @@ pub async fn denials(
     let mut cursor = None;
     loop {
         let rows = page_rows(db, &f, cursor.as_ref(), MAX_LIMIT).await?;
+        let contexts = contexts_of(db, &rows).await?;
         for r in &rows {
-            let e = event_of(r)?;
+            let e = event_of(r, &contexts)?;
             let dept = e.department.clone().unwrap_or_default();
             let client = e.client_id.clone().unwrap_or_default();
             let g = groups

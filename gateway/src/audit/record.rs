@@ -63,6 +63,21 @@
 //!   `[field, treatment]` pairs when a name or treatment holds a space, a
 //!   comma or `=`, and in bodies written before the compact form.
 //!
+//! # Contexts
+//!
+//! Most of a data decision's body is the same for every event of one client
+//! under one plan: role, certificate fingerprint and serial, action, route,
+//! legal basis, grant, disclosed fields, rule ids and policy version. Such
+//! an event ([`Record::from_event_sharing`]: one with a client and disclosed
+//! fields or rules) stores those keys once, as a context: a JSON object
+//! whose id is hex `SHA-256("GWC1" || its bytes)` ([`context_id`]), kept in
+//! `audit_contexts`. Its body then begins `{"context":"<id>",` and leaves the
+//! context's keys out (a person query's event bytes ~1.0 KB → ~0.5 KB). The
+//! event bytes cover the id, so the chain and the checkpoints cover the
+//! context through it; verification checks every named context against its
+//! id. The id is the body's first key so that [`context_ref`] finds it
+//! without parsing.
+//!
 //! [`RecordRef::event`] puts the event back together from columns and body.
 //! It reads bodies written before this form (the whole event, every key
 //! present) as well: a key present in the body wins over its column, and
@@ -332,6 +347,11 @@ impl RawColumns<'_> {
 }
 
 impl<'a> RecordRef<'a> {
+    /// The id of the context the row's body names, if it names one.
+    pub fn context_id(&self) -> Option<&'a str> {
+        context_ref(self.body.as_bytes()).and_then(|id| std::str::from_utf8(id).ok())
+    }
+
     /// Appends the event bytes to `buf` (which is not cleared).
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
         self.raw().encode_into(buf);
@@ -402,8 +422,43 @@ impl Record {
         seq: u64,
         event: &AuditEvent,
     ) -> Result<Self, serde_json::Error> {
-        let body = serde_json::to_string(&StoredBody { log_id, event })?;
-        Ok(Record {
+        let body = serde_json::to_string(&StoredBody {
+            log_id,
+            event,
+            context: None,
+        })?;
+        Ok(Self::with_body(log_id, seq, event, body))
+    }
+
+    /// Builds the row for `event` as [`Record::from_event`] does, except
+    /// that an event whose context keys other events share (a client's
+    /// data decision: its certificate, route, legal basis, disclosed
+    /// fields, rules and policy version) names its context by id instead of
+    /// spelling them out. The context is returned beside the row; it must
+    /// be stored (`audit_contexts`) in the same transaction as the row.
+    pub fn from_event_sharing(
+        log_id: &str,
+        seq: u64,
+        event: &AuditEvent,
+    ) -> Result<(Self, Option<StoredContextRow>), serde_json::Error> {
+        if !shares_context(event) {
+            return Ok((Self::from_event(log_id, seq, event)?, None));
+        }
+        let context = serde_json::to_string(&StoredContext(event))?;
+        let id = context_id(&context);
+        let body = serde_json::to_string(&StoredBody {
+            log_id,
+            event,
+            context: Some(&id),
+        })?;
+        Ok((
+            Self::with_body(log_id, seq, event, body),
+            Some(StoredContextRow { id, body: context }),
+        ))
+    }
+
+    fn with_body(log_id: &str, seq: u64, event: &AuditEvent, body: String) -> Self {
+        Record {
             log_id: log_id.to_owned(),
             seq,
             event_id: event.event_id.to_string(),
@@ -422,7 +477,7 @@ impl Record {
                 .collect::<Vec<_>>()
                 .join(" "),
             body,
-        })
+        }
     }
 
     /// Parses event bytes back into a record (archives, proofs). For `GWA2`
@@ -471,6 +526,112 @@ impl Record {
 struct StoredBody<'a> {
     log_id: &'a str,
     event: &'a AuditEvent,
+    /// The id of the event's context, whose keys the body then leaves out.
+    context: Option<&'a str>,
+}
+
+/// Serialises an event's context: the keys of its stored body that every
+/// event of one client under one plan repeats (see the module
+/// documentation), in the order and form [`StoredBody`] writes them.
+struct StoredContext<'a>(&'a AuditEvent);
+
+/// `fields` as the body and the context write them.
+struct Pairs<'a>(&'a [FieldDisclosure]);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .iter()
+                .map(|f| (f.field.as_str(), f.treatment.as_str())),
+        )
+    }
+}
+
+/// Writes the context keys of `e` into the map `m`.
+fn serialize_context_keys<M: SerializeMap>(m: &mut M, e: &AuditEvent) -> Result<(), M::Error> {
+    if let Some(v) = &e.role {
+        m.serialize_entry("role", v)?;
+    }
+    if let Some(v) = &e.cert_fingerprint {
+        m.serialize_entry("cert_fingerprint", v)?;
+    }
+    if let Some(v) = &e.cert_serial {
+        m.serialize_entry("cert_serial", v)?;
+    }
+    m.serialize_entry("action", &e.action)?;
+    if let Some(v) = &e.route {
+        m.serialize_entry("route", v)?;
+    }
+    if let Some(v) = &e.legal_basis {
+        m.serialize_entry("legal_basis", v)?;
+    }
+    if let Some(v) = &e.grant_id {
+        m.serialize_entry("grant_id", v)?;
+    }
+    if !e.fields.is_empty() {
+        match compact_fields(&e.fields) {
+            Some(c) => m.serialize_entry("fields", &c)?,
+            None => m.serialize_entry("fields", &Pairs(&e.fields))?,
+        }
+    }
+    if !e.rule_ids.is_empty() {
+        m.serialize_entry("rule_ids", &e.rule_ids)?;
+    }
+    if let Some(v) = &e.policy_version {
+        m.serialize_entry("policy_version", v)?;
+    }
+    Ok(())
+}
+
+impl Serialize for StoredContext<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        serialize_context_keys(&mut m, self.0)?;
+        m.end()
+    }
+}
+
+/// What a context's id is the hash of: this tag, then the context's bytes.
+const CONTEXT_TAG: &[u8; 4] = b"GWC1";
+
+/// The id of the context whose stored bytes are `body`: hex of
+/// `SHA-256("GWC1" || body)`.
+pub fn context_id(body: &str) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(CONTEXT_TAG);
+    ctx.update(body.as_bytes());
+    hex::encode(ctx.finish().as_ref())
+}
+
+/// How a body that names a context begins: the context's id is its first
+/// key.
+const CONTEXT_PREFIX: &[u8] = b"{\"context\":\"";
+
+/// The id of the context a stored body names, if it names one: the
+/// writer puts it first, so this looks at the body's first bytes only
+/// (verification does it for every event).
+pub fn context_ref(body: &[u8]) -> Option<&[u8]> {
+    let rest = body.strip_prefix(CONTEXT_PREFIX)?;
+    let id = rest.get(..64)?;
+    (rest.get(64) == Some(&b'"')).then_some(id)
+}
+
+/// An event context as stored in `audit_contexts`: its id and bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredContextRow {
+    /// [`context_id`] of `body`.
+    pub id: String,
+    /// The context's keys as a JSON object.
+    pub body: String,
+}
+
+/// Whether an event's body should name a context rather than spell out
+/// the context keys: an authenticated client's data decision (it has
+/// disclosed fields or rules). Other events (refused handshakes, health
+/// checks, admin actions) are rare or vary too much for sharing to pay.
+fn shares_context(e: &AuditEvent) -> bool {
+    e.client_id.is_some() && (!e.fields.is_empty() || !e.rule_ids.is_empty())
 }
 
 /// A text column stores `None` as the empty string, so only `Some("")`
@@ -481,18 +642,12 @@ fn text_needs_body(v: &Option<String>) -> bool {
 
 impl Serialize for StoredBody<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Pairs<'a>(&'a [FieldDisclosure]);
-        impl Serialize for Pairs<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(
-                    self.0
-                        .iter()
-                        .map(|f| (f.field.as_str(), f.treatment.as_str())),
-                )
-            }
-        }
         let e = self.event;
         let mut m = s.serialize_map(None)?;
+        // First, so that [`context_ref`] finds it by the body's first bytes.
+        if let Some(id) = self.context {
+            m.serialize_entry("context", id)?;
+        }
         macro_rules! some {
             ($key:literal, $v:expr) => {
                 if let Some(v) = &$v {
@@ -528,30 +683,16 @@ impl Serialize for StoredBody<'_> {
         {
             m.serialize_entry("subjects", &e.subjects)?;
         }
-        // What only the body holds.
+        // What only the body (or its context) holds.
         some!("trace_id", e.trace_id);
-        some!("role", e.role);
-        some!("cert_fingerprint", e.cert_fingerprint);
-        some!("cert_serial", e.cert_serial);
         some!("source_addr", e.source_addr);
-        m.serialize_entry("action", &e.action)?;
-        some!("route", e.route);
-        some!("legal_basis", e.legal_basis);
-        some!("grant_id", e.grant_id);
         some!("authorisation_ref", e.authorisation_ref);
         if e.records_disclosed != 0 {
             m.serialize_entry("records_disclosed", &e.records_disclosed)?;
         }
-        if !e.fields.is_empty() {
-            match compact_fields(&e.fields) {
-                Some(c) => m.serialize_entry("fields", &c)?,
-                None => m.serialize_entry("fields", &Pairs(&e.fields))?,
-            }
+        if self.context.is_none() {
+            serialize_context_keys(&mut m, e)?;
         }
-        if !e.rule_ids.is_empty() {
-            m.serialize_entry("rule_ids", &e.rule_ids)?;
-        }
-        some!("policy_version", e.policy_version);
         some!("latency_us", e.latency_us);
         some!("error_class", e.error_class);
         some!("reason", e.reason);
@@ -564,6 +705,7 @@ impl Serialize for StoredBody<'_> {
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct BodyKeys {
+    context: Option<String>,
     event_id: Option<Uuid>,
     time_ms: Option<i64>,
     time: Option<String>,
@@ -593,6 +735,22 @@ struct BodyKeys {
     latency_us: Option<u64>,
     error_class: Option<String>,
     reason: Option<String>,
+}
+
+/// A stored context as read ([`StoredContext`]).
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ContextKeys {
+    role: Option<Role>,
+    cert_fingerprint: Option<String>,
+    cert_serial: Option<String>,
+    action: Option<String>,
+    route: Option<String>,
+    legal_basis: Option<String>,
+    grant_id: Option<String>,
+    fields: StoredFields,
+    rule_ids: Vec<String>,
+    policy_version: Option<String>,
 }
 
 /// A disclosed field as stored: a `[field, treatment]` pair, or (bodies
@@ -718,9 +876,37 @@ impl RecordRef<'_> {
     /// The event this row stores, put back together from its columns and
     /// body (see the module documentation). The error says which part does
     /// not decode; `verify` tells whether the row was tampered with.
-    pub fn event(&self) -> Result<AuditEvent, &'static str> {
-        let b: BodyKeys = serde_json::from_str(self.body)
+    ///
+    /// `context` is the stored context the body names ([`context_ref`]),
+    /// if it names one; it must hash to that id.
+    pub fn event(&self, context: Option<&str>) -> Result<AuditEvent, &'static str> {
+        let mut b: BodyKeys = serde_json::from_str(self.body)
             .map_err(|_| "an event body is not a stored event; run verify")?;
+        if b.context.as_deref().map(str::as_bytes) != context_ref(self.body.as_bytes()) {
+            return Err("an event body names its context out of place; run verify");
+        }
+        if let Some(id) = b.context.take() {
+            let c = context.ok_or("an event's context is not stored; run verify")?;
+            if context_id(c) != id {
+                return Err("an event's context does not match its id; run verify");
+            }
+            let c: ContextKeys = serde_json::from_str(c)
+                .map_err(|_| "an event context is not a stored context; run verify")?;
+            b.role = b.role.or(c.role);
+            b.cert_fingerprint = b.cert_fingerprint.or(c.cert_fingerprint);
+            b.cert_serial = b.cert_serial.or(c.cert_serial);
+            b.action = b.action.or(c.action);
+            b.route = b.route.or(c.route);
+            b.legal_basis = b.legal_basis.or(c.legal_basis);
+            b.grant_id = b.grant_id.or(c.grant_id);
+            if b.fields.0.is_empty() {
+                b.fields = c.fields;
+            }
+            if b.rule_ids.is_empty() {
+                b.rule_ids = c.rule_ids;
+            }
+            b.policy_version = b.policy_version.or(c.policy_version);
+        }
         let event_id = match b.event_id {
             Some(id) => id,
             None => Uuid::parse_str(self.event_id)
@@ -1032,7 +1218,7 @@ mod tests {
     /// Writes `ev` as log `log`'s event and reads it back.
     fn round_trip(log: &str, ev: &AuditEvent) -> (Record, AuditEvent) {
         let rec = Record::from_event(log, 3, ev).expect("serialises");
-        let back = rec.as_ref().event().expect("decodes");
+        let back = rec.as_ref().event(None).expect("decodes");
         (rec, back)
     }
 
@@ -1125,7 +1311,7 @@ mod tests {
             "{}",
             rec.body
         );
-        assert_eq!(rec.as_ref().event().expect("decodes"), ev);
+        assert_eq!(rec.as_ref().event(None).expect("decodes"), ev);
 
         // Names or treatments the compact form cannot carry keep the pairs,
         // and still come back exactly.
@@ -1144,7 +1330,7 @@ mod tests {
             let ev = with_fields(&[("assistance-enrolment:category", "clear"), odd]);
             let rec = Record::from_event("gw-a", 3, &ev).expect("serialises");
             assert!(rec.body.contains(r#""fields":[["#), "{odd:?}: {}", rec.body);
-            assert_eq!(rec.as_ref().event().expect("decodes"), ev, "{odd:?}");
+            assert_eq!(rec.as_ref().event(None).expect("decodes"), ev, "{odd:?}");
         }
 
         // Bodies written with pairs (before the compact form) read as ever.
@@ -1154,13 +1340,13 @@ mod tests {
             r#""fields":[["assistance-enrolment:category","clear"],["assistance-enrolment:head.name","mask:name"],["assistance-enrolment:members[].id_number","mask:id-number"],["monitoring-object:subject_type","clear"],["assistance-enrolment:status","clear"],["a:b:c","generalise:age-band"]]"#,
         );
         assert!(old.body.contains(r#""fields":[["#));
-        assert_eq!(old.as_ref().event().expect("decodes"), ev);
+        assert_eq!(old.as_ref().event(None).expect("decodes"), ev);
 
         // A compact string that is not one is an error, not fields.
         for bad in ["", "nodataset", "a:", "a:b,,c", "a:b=", ":b", "a:b  c:d"] {
             let mut r = rec.clone();
             r.body = format!(r#"{{"action":"x","fields":{}}}"#, serde_json::json!(bad));
-            assert!(r.as_ref().event().is_err(), "{bad:?}");
+            assert!(r.as_ref().event(None).is_err(), "{bad:?}");
         }
     }
 
@@ -1170,21 +1356,21 @@ mod tests {
         let mut rec = Record::from_event("gw-a", 3, &ev).expect("serialises");
         // The form before the stored body: the whole event, fields as objects.
         rec.body = serde_json::to_string(&ev).expect("serialises");
-        assert_eq!(rec.as_ref().event().expect("decodes"), ev);
+        assert_eq!(rec.as_ref().event(None).expect("decodes"), ev);
         rec.department = "housing".into();
         assert_eq!(
-            rec.as_ref().event().expect("decodes").department,
+            rec.as_ref().event(None).expect("decodes").department,
             ev.department
         );
 
         let mut bad = Record::from_event("gw-a", 3, &ev).expect("serialises");
         bad.kind = "nonsense".into();
-        assert!(bad.as_ref().event().is_err());
+        assert!(bad.as_ref().event(None).is_err());
         bad.kind = "access".into();
         bad.body = "{\"action\":\"x\",\"surprise\":1}".into();
-        assert!(bad.as_ref().event().is_err());
+        assert!(bad.as_ref().event(None).is_err());
         bad.body = "{}".into();
-        assert!(bad.as_ref().event().is_err());
+        assert!(bad.as_ref().event(None).is_err());
     }
 
     mod any {
@@ -1322,13 +1508,90 @@ mod tests {
         #[test]
         fn any_event_comes_back_from_its_row(ev in any::event()) {
             let rec = Record::from_event("gw-a", 9, &ev).expect("serialises");
-            proptest::prop_assert_eq!(&rec.as_ref().event().expect("decodes"), &ev);
+            proptest::prop_assert_eq!(&rec.as_ref().event(None).expect("decodes"), &ev);
             let whole = Record {
                 body: serde_json::to_string(&ev).expect("serialises"),
                 ..rec.clone()
             };
-            proptest::prop_assert_eq!(&whole.as_ref().event().expect("decodes"), &ev);
+            proptest::prop_assert_eq!(&whole.as_ref().event(None).expect("decodes"), &ev);
             proptest::prop_assert!(rec.body.len() <= whole.body.len());
+            // And so does the row that names a context, with that context.
+            let (shared, context) = Record::from_event_sharing("gw-a", 9, &ev).expect("serialises");
+            let context = context.as_ref().map(|c| c.body.as_str());
+            proptest::prop_assert_eq!(&shared.as_ref().event(context).expect("decodes"), &ev);
+        }
+    }
+
+    #[test]
+    fn a_clients_repeated_keys_are_stored_once_as_a_context() {
+        let mut ev = full_event();
+        ev.instance_id = "gw-a".into();
+        let (rec, context) = Record::from_event_sharing("gw-a", 3, &ev).expect("serialises");
+        let context = context.expect("a client's data decision shares its context");
+        assert_eq!(context.id, context_id(&context.body));
+        assert_eq!(
+            context_ref(rec.body.as_bytes()),
+            Some(context.id.as_bytes())
+        );
+        for key in [
+            "fields",
+            "rule_ids",
+            "cert_fingerprint",
+            "route",
+            "policy_version",
+        ] {
+            assert!(!rec.body.contains(key), "{key} in {}", rec.body);
+            assert!(context.body.contains(key), "{key} not in {}", context.body);
+        }
+        // What varies per request stays in the body.
+        for key in ["source_addr", "records_disclosed", "latency_us"] {
+            assert!(rec.body.contains(key), "{key} not in {}", rec.body);
+        }
+        assert_eq!(rec.as_ref().event(Some(&context.body)), Ok(ev.clone()));
+
+        // The next query of the same client under the same plan: another
+        // person, time, address and latency, the same context.
+        let mut next = full_event();
+        next.instance_id = "gw-a".into();
+        next.subjects = vec![SubjectRef::parse(&format!("v1:{}", "cd".repeat(32))).expect("s")];
+        next.source_addr = Some("10.0.0.9:41000".into());
+        next.latency_us = Some(1_234);
+        let (other, again) = Record::from_event_sharing("gw-a", 4, &next).expect("serialises");
+        assert_eq!(again.as_ref(), Some(&context));
+        assert_ne!(other.body, rec.body);
+
+        // Without its context, or with another one, the event does not read.
+        assert!(rec.as_ref().event(None).is_err());
+        let mut changed = context.body.replace("r1", "r9");
+        assert!(rec.as_ref().event(Some(&changed)).is_err());
+        changed = context.body.clone() + " ";
+        assert!(rec.as_ref().event(Some(&changed)).is_err());
+        // A body naming a context anywhere but first is not one the
+        // gateway wrote.
+        let moved = Record {
+            body: rec
+                .body
+                .replacen("{\"context\"", "{\"latency_us\":1,\"context\"", 1),
+            ..rec.clone()
+        };
+        assert!(moved.as_ref().event(Some(&context.body)).is_err());
+
+        // Events without a client's decision keep everything in the body.
+        let handshake = AuditEvent::builder(EventKind::TlsRefused, "tls.handshake")
+            .certificate("9f2c", "3b1f")
+            .build();
+        let (hs, none) = Record::from_event_sharing("gw-a", 5, &handshake).expect("serialises");
+        assert!(none.is_none());
+        assert_eq!(context_ref(hs.body.as_bytes()), None);
+        assert_eq!(hs.as_ref().event(None), Ok(handshake));
+
+        for body in [
+            "{\"context\":\"ab\"}",
+            "{\"context\":1}",
+            " {\"context\":\"",
+            "",
+        ] {
+            assert_eq!(context_ref(body.as_bytes()), None, "{body}");
         }
     }
 

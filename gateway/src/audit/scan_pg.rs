@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolCopyExt;
 
 use super::AuditError;
-use super::record::RawColumns;
+use super::record::{RawColumns, context_ref};
 use super::store::EVENT_COLUMNS;
 use super::verify::{RowKey, Verifier, count_subjects, stored_hashes};
 
@@ -240,6 +240,7 @@ impl Parser {
             seq: cols.seq,
             event_id,
             subjects: count_subjects(cols.subjects),
+            context: context_ref(cols.body),
         };
         self.v.check(&key, stored, leaf);
         Ok(())
@@ -341,6 +342,7 @@ mod tests {
             vec!["gw-a".to_owned()],
             BTreeMap::from([("gw-a".to_owned(), index)]),
             BTreeMap::new(),
+            Default::default(),
         )
     }
 

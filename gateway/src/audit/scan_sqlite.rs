@@ -22,7 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::AuditError;
 use super::merkle::{Hash, leaf_hash};
-use super::record::RawColumns;
+use super::record::{RawColumns, context_ref};
 use super::store::EVENT_COLUMNS;
 use super::verify::{self, RowKey, Verifier, count_subjects};
 
@@ -37,6 +37,8 @@ struct Row {
     event_id: Range<usize>,
     seq: u64,
     subjects: u64,
+    /// The id of the context the body names.
+    context: Option<Range<usize>>,
     /// The event bytes (empty when `leaf` was computed while reading).
     event: Range<usize>,
     /// Their leaf hash, when the reading thread computed it.
@@ -89,6 +91,7 @@ pub(crate) fn feed(path: &Path, mmap_size: i64, v: Verifier) -> Result<Verifier,
                         seq: r.seq,
                         event_id,
                         subjects: r.subjects,
+                        context: r.context.clone().map(|c| &batch.bytes[c]),
                     };
                     let leaf = r
                         .leaf
@@ -138,6 +141,11 @@ fn read_rows(
             ))?;
         batch.bytes.extend_from_slice(cols.log_id);
         batch.bytes.extend_from_slice(cols.event_id);
+        let context = context_ref(cols.body).map(|id| {
+            let at = batch.bytes.len();
+            batch.bytes.extend_from_slice(id);
+            at..batch.bytes.len()
+        });
         let stored = match unreadable {
             Some(detail) => Err(detail),
             None => stored_hashes(r),
@@ -157,6 +165,7 @@ fn read_rows(
             event_id,
             seq: cols.seq,
             subjects: count_subjects(cols.subjects),
+            context,
             event: start..batch.bytes.len(),
             leaf,
             stored,

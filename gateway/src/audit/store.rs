@@ -1,6 +1,6 @@
 //! The audit tables, once per backend.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use futures_util::TryStreamExt;
 use sqlx::{Postgres, QueryBuilder, Row as _, Sqlite};
@@ -8,7 +8,7 @@ use sqlx::{Postgres, QueryBuilder, Row as _, Sqlite};
 use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
 use super::merkle::{CHUNK, Frontier, Hash};
-use super::record::Record;
+use super::record::{Record, StoredContextRow};
 use crate::storage::{Database, StorageError};
 use sqlx::SqlitePool;
 
@@ -250,6 +250,58 @@ pub async fn stored_chunk_roots(
     Ok(out)
 }
 
+/// Whether the store has the `audit_contexts` table: always on
+/// PostgreSQL and in an SQLite audit file; not in a main SQLite file that
+/// held the audit log before it had a file of its own.
+pub async fn has_contexts_table(db: &Database) -> Result<bool, AuditError> {
+    Ok(match db {
+        Database::Sqlite(p) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+                 WHERE type = 'table' AND name = 'audit_contexts')",
+            )
+            .fetch_one(p)
+            .await?
+        }
+        Database::Postgres(_) => true,
+    })
+}
+
+/// Event contexts, by id: the ones named in `ids`, or every one when
+/// `ids` is `None` (verification). None in an SQLite file written before
+/// contexts existed, which `gateway audit verify` reads as it is.
+pub async fn contexts(
+    db: &Database,
+    ids: Option<&[&str]>,
+) -> Result<HashMap<String, String>, AuditError> {
+    if ids.is_some_and(|i| i.is_empty()) {
+        return Ok(HashMap::new());
+    }
+    macro_rules! load {
+        ($p:expr, $Db:ty) => {{
+            let mut qb = QueryBuilder::<$Db>::new("SELECT id, body FROM audit_contexts");
+            if let Some(ids) = ids {
+                qb.push(" WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+            }
+            let rows: Vec<(String, String)> = qb.build_query_as().fetch_all($p).await?;
+            rows
+        }};
+    }
+    if !has_contexts_table(db).await? {
+        return Ok(HashMap::new());
+    }
+    let rows = match db {
+        Database::Sqlite(p) => load!(p, Sqlite),
+        Database::Postgres(p) => load!(p, Postgres),
+    };
+    Ok(rows.into_iter().collect())
+}
+
 /// Chunks whose roots are computed and stored per round trip when filling
 /// in (256 × 4,096 leaf hashes = 32 MB read at a time).
 const CHUNK_FILL_BATCH: u64 = 256;
@@ -386,6 +438,21 @@ macro_rules! insert_events {
     }};
 }
 
+/// Inserts the event contexts a batch names (content-addressed: one
+/// already stored is the same and stays as it is).
+macro_rules! insert_contexts {
+    ($tx:expr, $Db:ty, $contexts:expr) => {{
+        if !$contexts.is_empty() {
+            let mut qb = QueryBuilder::<$Db>::new("INSERT INTO audit_contexts (id, body) ");
+            qb.push_values($contexts.iter(), |mut b, c| {
+                b.push_bind(c.id.as_str()).push_bind(c.body.as_str());
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+
 /// Writes a batch of events in one transaction and commits it (SQLite with
 /// `synchronous=FULL`: on disk when this returns), with the roots of the
 /// chunks its events complete (`(chunk, root)`, see [`chunk_roots`]), so
@@ -394,11 +461,13 @@ pub async fn append_batch(
     db: &Database,
     rows: &[StoredEvent],
     chunks: &[(u64, Hash)],
+    contexts: &[StoredContextRow],
 ) -> Result<(), AuditError> {
     let log_id = rows.first().map(|r| r.record.log_id.as_str());
     match db {
         Database::Sqlite(p) => {
             let mut tx = p.begin().await?;
+            insert_contexts!(tx, Sqlite, contexts);
             insert_events!(tx, Sqlite, rows);
             if let (Some(log_id), false) = (log_id, chunks.is_empty()) {
                 insert_chunk_roots!(&mut *tx, Sqlite, log_id, chunks);
@@ -412,6 +481,7 @@ pub async fn append_batch(
             sqlx::query("SET LOCAL statement_timeout = '5s'")
                 .execute(&mut *tx)
                 .await?;
+            insert_contexts!(tx, Postgres, contexts);
             insert_events!(tx, Postgres, rows);
             if let (Some(log_id), false) = (log_id, chunks.is_empty()) {
                 insert_chunk_roots!(&mut *tx, Postgres, log_id, chunks);

@@ -28,7 +28,7 @@
 //! log's newest checkpoint are chained but not yet signed; the report counts
 //! them per log (`unsigned_tail`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -36,7 +36,7 @@ use serde::Serialize;
 use super::AuditError;
 use super::checkpoint::SignedCheckpoint;
 use super::merkle::{CHUNK, CHUNK_HEIGHT, Frontier, Hash};
-use super::record::{GENESIS, chain_hash};
+use super::record::{GENESIS, chain_hash, context_id};
 use super::store;
 use crate::storage::Database;
 
@@ -77,6 +77,10 @@ pub enum ProblemKind {
     /// A stored chunk root (`audit_merkle_chunks`, what proofs are built
     /// from) does not match the events.
     ChunkRoot,
+    /// The context an event names (`audit_contexts`: the keys it shares
+    /// with a client's other events) is missing, or its stored bytes no
+    /// longer hash to its id.
+    Context,
     /// A row cannot be read (bad hash length, …).
     Unreadable,
 }
@@ -143,6 +147,9 @@ pub(crate) struct RowKey<'a> {
     pub event_id: &'a str,
     /// Subjects the row's `subjects` column names.
     pub subjects: u64,
+    /// The id of the context its body names
+    /// ([`context_ref`](super::record::context_ref)).
+    pub context: Option<&'a [u8]>,
 }
 
 /// A row's stored `[leaf_hash, prev_hash, hash]` columns as hashes, or why
@@ -205,6 +212,42 @@ pub(crate) struct Verifier {
     events: u64,
     subject_index: BTreeMap<String, store::IndexState>,
     chunk_roots: BTreeMap<String, Vec<(u64, Hash)>>,
+    contexts: ContextCheck,
+}
+
+/// What verification knows of the stored event contexts.
+#[derive(Default)]
+struct ContextCheck {
+    /// Ids whose stored bytes hash to them.
+    good: HashSet<Vec<u8>>,
+    /// Ids whose stored bytes do not.
+    altered: HashSet<Vec<u8>>,
+    /// Altered ids already reported (at the first event naming each).
+    reported: HashSet<Vec<u8>>,
+    /// The last id found good: consecutive events mostly name the same.
+    last: Vec<u8>,
+    /// Ids named by events but not stored when verification started (the
+    /// gateway may have written them since), with the first event naming
+    /// each: looked up again at the end ([`Verifier::resolve_contexts`]).
+    unknown: BTreeMap<Vec<u8>, (String, u64, String)>,
+}
+
+impl ContextCheck {
+    fn new(stored: HashMap<String, String>) -> Self {
+        let mut c = ContextCheck::default();
+        for (id, body) in stored {
+            c.add(id, &body);
+        }
+        c
+    }
+
+    fn add(&mut self, id: String, body: &str) {
+        if context_id(body) == id {
+            self.good.insert(id.into_bytes());
+        } else {
+            self.altered.insert(id.into_bytes());
+        }
+    }
 }
 
 impl Verifier {
@@ -218,6 +261,7 @@ impl Verifier {
         logs: Vec<String>,
         subject_index: BTreeMap<String, store::IndexState>,
         chunk_roots: BTreeMap<String, Vec<(u64, Hash)>>,
+        contexts: HashMap<String, String>,
     ) -> Self {
         let mut checkpoints: BTreeMap<String, Vec<SignedCheckpoint>> = BTreeMap::new();
         let mut pending_logs: BTreeSet<String> = logs.into_iter().collect();
@@ -241,7 +285,81 @@ impl Verifier {
             events: 0,
             subject_index,
             chunk_roots,
+            contexts: ContextCheck::new(contexts),
         }
+    }
+
+    /// Ids of the contexts events named that were not stored when
+    /// verification started.
+    pub(crate) fn unresolved_contexts(&self) -> Vec<String> {
+        self.contexts
+            .unknown
+            .keys()
+            .map(|id| String::from_utf8_lossy(id).into_owned())
+            .collect()
+    }
+
+    /// Settles [`Verifier::unresolved_contexts`] with the contexts stored
+    /// now (contexts never change once written, so a later look is as good
+    /// as one inside the scan's snapshot): a context still missing or
+    /// altered is reported at the first event that names it.
+    pub(crate) fn resolve_contexts(&mut self, stored: HashMap<String, String>) {
+        for (id, body) in stored {
+            self.contexts.add(id, &body);
+        }
+        let unknown = std::mem::take(&mut self.contexts.unknown);
+        for (id, (log_id, seq, event_id)) in unknown {
+            if self.contexts.good.contains(&id) || self.contexts.reported.contains(&id) {
+                continue;
+            }
+            let what = if self.contexts.altered.contains(&id) {
+                "was modified: its stored bytes no longer hash to its id"
+            } else {
+                "is not stored (deleted)"
+            };
+            self.problem(Problem {
+                log_id,
+                seq: Some(seq),
+                event_id: Some(event_id),
+                kind: ProblemKind::Context,
+                detail: format!(
+                    "the event's context {} {what}",
+                    String::from_utf8_lossy(&id)
+                ),
+            });
+        }
+    }
+
+    /// Checks the context an intact event names: reported at once if it was
+    /// altered, later if it is not stored.
+    fn check_context(&mut self, rec: &RowKey<'_>) -> Option<(ProblemKind, String)> {
+        let id = rec.context?;
+        let c = &mut self.contexts;
+        if c.last == id {
+            return None;
+        }
+        if c.good.contains(id) {
+            c.last.clear();
+            c.last.extend_from_slice(id);
+            return None;
+        }
+        if c.reported.contains(id) {
+            return None;
+        }
+        if c.altered.remove(id) {
+            c.reported.insert(id.to_vec());
+            return Some((
+                ProblemKind::Context,
+                format!(
+                    "the event's context {} was modified: its stored bytes no longer hash to its id",
+                    String::from_utf8_lossy(id)
+                ),
+            ));
+        }
+        c.unknown
+            .entry(id.to_vec())
+            .or_insert_with(|| (rec.log_id.to_owned(), rec.seq, rec.event_id.to_owned()));
+        None
     }
 
     fn problem(&mut self, p: Problem) {
@@ -540,6 +658,9 @@ impl Verifier {
                 )),
             };
         }
+        if found.is_none() {
+            found = self.check_context(rec);
+        }
         self.report(&mut st, rec, found);
         // Re-anchor on the stored values, so each later problem is reported
         // where it is; roots use the recomputed leaves.
@@ -647,8 +768,9 @@ pub async fn verify(db: &Database, opts: VerifyOptions) -> Result<VerifyReport, 
     let logs = store::registered_log_ids(db).await?;
     let subject_index = store::subject_index_state(db).await?;
     let chunk_roots = store::stored_chunk_roots(db).await?;
-    let v = Verifier::new(opts, cps, logs, subject_index, chunk_roots);
-    let v = match db {
+    let contexts = store::contexts(db, None).await?;
+    let v = Verifier::new(opts, cps, logs, subject_index, chunk_roots, contexts);
+    let mut v = match db {
         Database::Sqlite(p) => {
             let path = p.connect_options().get_filename().to_owned();
             if !super::scan_sqlite::usable(&path) {
@@ -667,6 +789,11 @@ pub async fn verify(db: &Database, opts: VerifyOptions) -> Result<VerifyReport, 
         }
         Database::Postgres(p) => super::scan_pg::feed(p, v).await?,
     };
+    let unresolved = v.unresolved_contexts();
+    if !unresolved.is_empty() {
+        let ids: Vec<&str> = unresolved.iter().map(String::as_str).collect();
+        v.resolve_contexts(store::contexts(db, Some(&ids)).await?);
+    }
     Ok(v.finish(started))
 }
 

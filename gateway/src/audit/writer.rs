@@ -16,6 +16,7 @@
 //! `store_outage` event recording when it started, when it ended and how
 //! many appends were refused; from then on appends succeed again.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,7 @@ use super::append_sqlite::{AppendTarget, SqliteAppender};
 use super::checkpoint::{Checkpoint, SignedCheckpoint, SigningKey, valid_log_id};
 use super::event::{AuditEvent, EventKind, Outcome, now_ms, rfc3339_ms};
 use super::merkle::{CHUNK, CHUNK_HEIGHT, Frontier, Hash};
-use super::record::{GENESIS, Record, hash_record};
+use super::record::{GENESIS, Record, StoredContextRow, hash_record};
 use super::store::{self, StoredEvent};
 use crate::storage::Database;
 
@@ -243,6 +244,7 @@ impl AuditWriter {
             _ => None,
         };
         store::ensure_log(&db, &config.log_id, key.public_key_hex(), now_ms()).await?;
+        let share_contexts = store::has_contexts_table(&db).await?;
         let head = Head::resume(&db, &config.log_id).await?;
         // Catch the subject index up with whatever the last run left.
         let mut indexed_to = store::index_subjects(&db, &config.log_id).await?.to;
@@ -277,6 +279,8 @@ impl AuditWriter {
             backoff: INITIAL_BACKOFF,
             retry_at: None,
             scratch: Vec::with_capacity(4096),
+            contexts_stored: HashSet::new(),
+            share_contexts,
         };
         tokio::spawn(task.run(rx));
         Ok(AuditWriter {
@@ -405,7 +409,19 @@ struct Task {
     backoff: Duration,
     retry_at: Option<Instant>,
     scratch: Vec<u8>,
+    /// Ids of event contexts known to be stored (committed by this task,
+    /// or found there), so that a batch only inserts new ones. Bounded:
+    /// cleared when full, after which a context is inserted once more
+    /// (a no-op on conflict).
+    contexts_stored: HashSet<String>,
+    /// Whether the store has `audit_contexts` (an SQLite main file written
+    /// before the audit log had a file of its own does not): without it,
+    /// every event keeps its context keys in its body.
+    share_contexts: bool,
 }
+
+/// Most context ids [`Task`] remembers as stored.
+const CONTEXTS_REMEMBERED: usize = 4_096;
 
 type Waiter = oneshot::Sender<Result<Receipt, AuditError>>;
 
@@ -425,6 +441,8 @@ struct Inflight {
     subject_rows: u64,
     /// The head once the batch is committed.
     head: Head,
+    /// Ids of the contexts the batch inserts.
+    contexts: Vec<String>,
 }
 
 impl Task {
@@ -639,7 +657,8 @@ impl Task {
                 return None;
             }
         };
-        let (rows, chunks, head) = prepared;
+        let (rows, chunks, head, new_contexts) = prepared;
+        let contexts = new_contexts.iter().map(|c| c.id.clone()).collect();
         let receipts = rows
             .iter()
             .map(|r| Receipt {
@@ -653,12 +672,12 @@ impl Task {
             .map(|r| r.record.event_id.clone())
             .unwrap_or_default();
         let task = match self.appender.as_mut() {
-            Some(a) => a.append(rows, chunks),
+            Some(a) => a.append(rows, chunks, new_contexts),
             None => {
                 let (tx, rx) = oneshot::channel();
                 let db = self.db.clone();
                 tokio::spawn(async move {
-                    let _ = tx.send(store::append_batch(&db, &rows, &chunks).await);
+                    let _ = tx.send(store::append_batch(&db, &rows, &chunks, &new_contexts).await);
                 });
                 rx
             }
@@ -671,15 +690,25 @@ impl Task {
             skip,
             subject_rows,
             head,
+            contexts,
         })
     }
 
     /// Hashes `events` onto the head: their rows, the roots of the chunks
-    /// they complete, and the head once they are committed.
+    /// they complete, the head once they are committed, and the contexts
+    /// they name that are not known to be stored yet.
     async fn prepare(
         &mut self,
         events: &mut [AuditEvent],
-    ) -> Result<(Vec<StoredEvent>, Vec<(u64, Hash)>, Head), AuditError> {
+    ) -> Result<
+        (
+            Vec<StoredEvent>,
+            Vec<(u64, Hash)>,
+            Head,
+            Vec<StoredContextRow>,
+        ),
+        AuditError,
+    > {
         if self.head.is_none() {
             self.head = Some(Head::resume(&self.db, &self.config.log_id).await?);
         }
@@ -691,9 +720,21 @@ impl Task {
         let mut prev = head.last_hash;
         let mut frontier = head.frontier.clone();
         let mut chunks = Vec::new();
+        let mut contexts: Vec<StoredContextRow> = Vec::new();
         for (i, ev) in events.iter_mut().enumerate() {
             ev.instance_id = log_id.to_owned();
-            let record = Record::from_event(log_id, head.next_seq + i as u64, ev)?;
+            let seq = head.next_seq + i as u64;
+            let (record, context) = if self.share_contexts {
+                Record::from_event_sharing(log_id, seq, ev)?
+            } else {
+                (Record::from_event(log_id, seq, ev)?, None)
+            };
+            if let Some(c) = context
+                && !self.contexts_stored.contains(&c.id)
+                && !contexts.iter().any(|k| k.id == c.id)
+            {
+                contexts.push(c);
+            }
             let (leaf, hash) = hash_record(&record.as_ref(), &prev, &mut self.scratch);
             if let Some(root) = frontier.push_reporting(leaf, CHUNK_HEIGHT) {
                 chunks.push((frontier.size() / CHUNK - 1, root));
@@ -711,7 +752,7 @@ impl Task {
             last_hash: prev,
             frontier,
         };
-        Ok((rows, chunks, next))
+        Ok((rows, chunks, next, contexts))
     }
 
     /// Settles a launched batch: answers its waiters with their receipts,
@@ -740,6 +781,10 @@ impl Task {
             }
         }
         self.head = Some(f.head);
+        if self.contexts_stored.len() + f.contexts.len() > CONTEXTS_REMEMBERED {
+            self.contexts_stored.clear();
+        }
+        self.contexts_stored.extend(f.contexts);
         if self.outage.take().is_some() {
             tracing::info!("audit store writable again");
         }

@@ -122,7 +122,8 @@ impl TestDb {
                     "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; \
                      DROP TRIGGER audit_checkpoints_no_update; DROP TRIGGER audit_checkpoints_no_delete; \
                      DROP TRIGGER audit_subjects_no_update; DROP TRIGGER audit_subjects_no_delete; \
-                     DROP TRIGGER audit_chunks_no_update; DROP TRIGGER audit_chunks_no_delete;",
+                     DROP TRIGGER audit_chunks_no_update; DROP TRIGGER audit_chunks_no_delete; \
+                     DROP TRIGGER audit_contexts_no_update; DROP TRIGGER audit_contexts_no_delete;",
                 )
                 .await
             }
@@ -131,7 +132,8 @@ impl TestDb {
                     "DROP TRIGGER audit_events_append_only ON audit_events; \
                      DROP TRIGGER audit_subjects_append_only ON audit_event_subjects; \
                      DROP TRIGGER audit_checkpoints_append_only ON audit_checkpoints; \
-                     DROP TRIGGER audit_chunks_append_only ON audit_merkle_chunks;",
+                     DROP TRIGGER audit_chunks_append_only ON audit_merkle_chunks; \
+                     DROP TRIGGER audit_contexts_append_only ON audit_contexts;",
                 )
                 .await
             }
