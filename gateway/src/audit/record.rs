@@ -550,25 +550,20 @@ impl Serialize for Pairs<'_> {
 
 /// Writes the context keys of `e` into the map `m`.
 fn serialize_context_keys<M: SerializeMap>(m: &mut M, e: &AuditEvent) -> Result<(), M::Error> {
-    if let Some(v) = &e.role {
-        m.serialize_entry("role", v)?;
+    macro_rules! some {
+        ($key:literal, $v:expr) => {
+            if let Some(v) = &$v {
+                m.serialize_entry($key, v)?;
+            }
+        };
     }
-    if let Some(v) = &e.cert_fingerprint {
-        m.serialize_entry("cert_fingerprint", v)?;
-    }
-    if let Some(v) = &e.cert_serial {
-        m.serialize_entry("cert_serial", v)?;
-    }
+    some!("role", e.role);
+    some!("cert_fingerprint", e.cert_fingerprint);
+    some!("cert_serial", e.cert_serial);
     m.serialize_entry("action", &e.action)?;
-    if let Some(v) = &e.route {
-        m.serialize_entry("route", v)?;
-    }
-    if let Some(v) = &e.legal_basis {
-        m.serialize_entry("legal_basis", v)?;
-    }
-    if let Some(v) = &e.grant_id {
-        m.serialize_entry("grant_id", v)?;
-    }
+    some!("route", e.route);
+    some!("legal_basis", e.legal_basis);
+    some!("grant_id", e.grant_id);
     if !e.fields.is_empty() {
         match compact_fields(&e.fields) {
             Some(c) => m.serialize_entry("fields", &c)?,

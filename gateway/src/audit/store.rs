@@ -227,13 +227,7 @@ pub async fn stored_chunk_roots(
     let sql = "SELECT log_id, chunk, root FROM audit_merkle_chunks ORDER BY log_id, chunk";
     let rows: Vec<(String, i64, Vec<u8>)> = match db {
         Database::Sqlite(p) => {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master \
-                 WHERE type = 'table' AND name = 'audit_merkle_chunks')",
-            )
-            .fetch_one(p)
-            .await?;
-            if !exists {
+            if !sqlite_table_exists(p, "audit_merkle_chunks").await? {
                 return Ok(BTreeMap::new());
             }
             sqlx::query_as(sql).fetch_all(p).await?
@@ -255,16 +249,21 @@ pub async fn stored_chunk_roots(
 /// held the audit log before it had a file of its own.
 pub async fn has_contexts_table(db: &Database) -> Result<bool, AuditError> {
     Ok(match db {
-        Database::Sqlite(p) => {
-            sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master \
-                 WHERE type = 'table' AND name = 'audit_contexts')",
-            )
-            .fetch_one(p)
-            .await?
-        }
+        Database::Sqlite(p) => sqlite_table_exists(p, "audit_contexts").await?,
         Database::Postgres(_) => true,
     })
+}
+
+/// Whether the SQLite database has table `name` (audit tables added after
+/// the audit log moved to a file of its own are missing from an old main
+/// file, which `gateway audit verify` reads as it is).
+async fn sqlite_table_exists(p: &SqlitePool, name: &str) -> Result<bool, AuditError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+    )
+    .bind(name)
+    .fetch_one(p)
+    .await?)
 }
 
 /// Event contexts, by id: the ones named in `ids`, or every one when
